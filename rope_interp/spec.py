@@ -1,0 +1,274 @@
+"""`RotarySpec`: everything about a model's rotary embedding that the maths needs.
+
+Frequencies are read from each layer's own `rotary_cos`/`rotary_sin` buffers (the ground truth:
+the angle of pair i at position p is p·θ_i) and cross-checked against an independent float64
+implementation of the config's formula (base, local base, linear scaling, NTK-by-parts, YaRN).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from rope_interp.errors import RopeInterpError
+
+Layout = Literal["half", "interleaved"]
+# Relative tolerance for "buffers agree with the config formula": float32 buffers give ~1e-6.
+_THETA_RTOL = 1e-3
+
+
+@dataclass(frozen=True, eq=False)
+class RotarySpec:
+    """Rotary geometry of a model.
+
+    Attributes:
+        thetas: `[n_layers, n_pairs]` float64 radians per token; pair 0 is the highest frequency.
+        cos, sin: per layer `[n_positions, n_pairs]` tables taken from the model (pair-indexed);
+            `cos + i·sin` is the phasor applied to pair i at position p (YaRN scales its magnitude).
+    """
+
+    n_layers: int
+    n_heads: int
+    n_kv_heads: int
+    d_head: int
+    rotary_dim: int
+    layout: Layout
+    attn_scale: float
+    n_ctx: int
+    thetas: Float[Tensor, "layer pair"]
+    cos: list[Tensor] = field(repr=False)
+    sin: list[Tensor] = field(repr=False)
+    bases: tuple[float, ...] = ()
+
+    # ---- construction -------------------------------------------------------------------
+    @classmethod
+    def from_model(cls, model, check_config: bool = True) -> RotarySpec:
+        """Read the spec from a `HookedTransformer` with rotary attention."""
+        cfg = model.cfg
+        if getattr(cfg, "positional_embedding_type", None) != "rotary":
+            raise RopeInterpError(
+                f"This model has no rotary attention (positional_embedding_type="
+                f"{getattr(cfg, 'positional_embedding_type', None)!r}); rope-interp needs a "
+                "model with rotary embeddings, e.g. Llama, Pythia, Gemma, Qwen or SmolLM2."
+            )
+        rotary_dim = int(cfg.rotary_dim)
+        layout: Layout = "interleaved" if cfg.rotary_adjacent_pairs else "half"
+        dims = pair_dims(rotary_dim, layout)
+        cos_tables, sin_tables, thetas, bases = [], [], [], []
+        for layer, block in enumerate(model.blocks):
+            attn = block.attn
+            cos_buf, sin_buf = _full_tables(attn, rotary_dim, cfg)
+            cos_a, sin_a = cos_buf[:, dims[:, 0]], sin_buf[:, dims[:, 0]]
+            if not (
+                torch.equal(cos_a, cos_buf[:, dims[:, 1]])
+                and torch.equal(sin_a, sin_buf[:, dims[:, 1]])
+            ):
+                raise RopeInterpError(
+                    f"Layer {layer}: the two dims of each pair have different cos/sin under the "
+                    f"{layout!r} layout; the model's rotary_adjacent_pairs setting looks wrong."
+                )
+            cos_tables.append(cos_a)
+            sin_tables.append(sin_a)
+            theta = torch.atan2(sin_a[1].double(), cos_a[1].double())
+            thetas.append(theta)
+            base = float(attn._rotary_base()) if hasattr(attn, "_rotary_base") else cfg.rotary_base
+            bases.append(base)
+            if check_config:
+                expected = expected_thetas(cfg, rotary_dim, base, getattr(attn, "attn_type", None))
+                _check_thetas(layer, theta, expected)
+        n_kv = cfg.n_key_value_heads or cfg.n_heads
+        return cls(
+            n_layers=cfg.n_layers,
+            n_heads=cfg.n_heads,
+            n_kv_heads=int(n_kv),
+            d_head=cfg.d_head,
+            rotary_dim=rotary_dim,
+            layout=layout,
+            attn_scale=float(model.blocks[0].attn.attn_scale),
+            n_ctx=cfg.n_ctx,
+            thetas=torch.stack(thetas),
+            cos=cos_tables,
+            sin=sin_tables,
+            bases=tuple(bases),
+        )
+
+    # ---- geometry -----------------------------------------------------------------------
+    @property
+    def n_pairs(self) -> int:
+        return self.rotary_dim // 2
+
+    @property
+    def n_pass(self) -> int:
+        """Pass-through (NoPE) dims after the rotary ones."""
+        return self.d_head - self.rotary_dim
+
+    @property
+    def dims(self) -> Int[Tensor, "pair 2"]:
+        """Pair → (dim a, dim b) in d_head coordinates."""
+        return pair_dims(self.rotary_dim, self.layout)
+
+    @property
+    def group_size(self) -> int:
+        """Query heads per KV head (1 without grouped-query attention)."""
+        return self.n_heads // self.n_kv_heads
+
+    def kv_head(self, head: int) -> int:
+        """The KV head that query head `head` reads."""
+        self.check_head(head)
+        return head // self.group_size
+
+    def wavelengths(self) -> Float[Tensor, "layer pair"]:
+        """λ_i = 2π/θ_i in tokens."""
+        return 2 * math.pi / self.thetas
+
+    def cycles(self, context: int) -> Float[Tensor, "layer pair"]:
+        """How many turns pair i makes over `context` tokens: L·θ_i / 2π."""
+        return context * self.thetas / (2 * math.pi)
+
+    def partial_cycle_mask(self, context: int, turn: float = 2 * math.pi) -> Tensor:
+        """`[layer, pair]` True where θ_i·L < `turn` (2π: less than one cycle; π: half)."""
+        return context * self.thetas < turn
+
+    def first_partial_pair(self, context: int, layer: int = 0, turn: float = 2 * math.pi) -> int:
+        """Index of the first pair with θ_i·L < turn (n_pairs if none)."""
+        self.check_layer(layer)
+        mask = self.partial_cycle_mask(context, turn)[layer]
+        return int(mask.float().argmax()) if mask.any() else self.n_pairs
+
+    def critical_dimension(self, context: int, layer: int = 0) -> int:
+        """Number of rotary dims that turn through a full cycle within `context` (Liu et al.)."""
+        return 2 * self.first_partial_pair(context, layer)
+
+    def phasors(self, layer: int, positions: Int[Tensor, "*pos"], dtype=torch.complex64) -> Tensor:
+        """`[*pos, n_pairs]` complex phasors the model applies at `positions`."""
+        self.check_layer(layer)
+        table_len = self.cos[layer].shape[0]
+        if positions.numel() and (positions.min() < 0 or positions.max() >= table_len):
+            raise RopeInterpError(
+                f"Positions must lie in [0, {table_len}); got {int(positions.min())}.."
+                f"{int(positions.max())}. Sequences may not exceed the model context."
+            )
+        cos = self.cos[layer].to(positions.device)[positions]
+        sin = self.sin[layer].to(positions.device)[positions]
+        real_dtype = torch.float64 if dtype == torch.complex128 else torch.float32
+        return torch.complex(cos.to(real_dtype), sin.to(real_dtype))
+
+    # ---- validation ---------------------------------------------------------------------
+    def check_layer(self, layer: int) -> int:
+        return _check_index("layer", layer, self.n_layers)
+
+    def check_head(self, head: int) -> int:
+        return _check_index("head", head, self.n_heads)
+
+    def check_pair(self, pair: int) -> int:
+        return _check_index("pair", pair, self.n_pairs)
+
+    def summary(self) -> str:
+        bases = sorted(set(self.bases))
+        return (
+            f"RoPE: {self.n_layers} layers, {self.n_heads} heads ({self.n_kv_heads} KV), d_head "
+            f"{self.d_head}, rotary_dim {self.rotary_dim} ({self.n_pairs} pairs, {self.n_pass} "
+            f"pass-through dims), layout {self.layout}, base {', '.join(f'{b:g}' for b in bases)}"
+        )
+
+
+def pair_dims(rotary_dim: int, layout: Layout) -> Int[Tensor, "pair 2"]:
+    """Pair i's two dims: (i, i + rotary_dim/2) half-split, (2i, 2i+1) interleaved."""
+    if rotary_dim % 2:
+        raise RopeInterpError(f"rotary_dim must be even, got {rotary_dim}.")
+    n = rotary_dim // 2
+    i = torch.arange(n)
+    if layout == "half":
+        return torch.stack([i, i + n], dim=1)
+    if layout == "interleaved":
+        return torch.stack([2 * i, 2 * i + 1], dim=1)
+    raise RopeInterpError(f"layout must be 'half' or 'interleaved', got {layout!r}.")
+
+
+def first_partial_pair(rotary_dim: int, base: float, context: int) -> int:
+    """Closed form: ⌈(rotary_dim/2)·ln(L/2π)/ln(base)⌉, the first pair with θ_i·L < 2π."""
+    return math.ceil((rotary_dim / 2) * math.log(context / (2 * math.pi)) / math.log(base))
+
+
+def expected_thetas(
+    cfg, rotary_dim: int, base: float, attn_type: str | None = None
+) -> Float[Tensor, "pair"]:
+    """θ_i from the config's formula, in float64, written independently of TransformerLens."""
+    i = torch.arange(rotary_dim // 2, dtype=torch.float64)
+    inv_freq = base ** (-2 * i / rotary_dim)
+    if getattr(cfg, "use_NTK_by_parts_rope", False):
+        factor = cfg.NTK_by_parts_factor
+        low_wl = cfg.NTK_original_ctx_len / cfg.NTK_by_parts_low_freq_factor
+        high_wl = cfg.NTK_original_ctx_len / cfg.NTK_by_parts_high_freq_factor
+        wavelen = 2 * math.pi / inv_freq
+        smooth = (cfg.NTK_original_ctx_len / wavelen - cfg.NTK_by_parts_low_freq_factor) / (
+            cfg.NTK_by_parts_high_freq_factor - cfg.NTK_by_parts_low_freq_factor
+        )
+        blended = (1 - smooth) * inv_freq / factor + smooth * inv_freq
+        return torch.where(
+            wavelen > low_wl, inv_freq / factor, torch.where(wavelen < high_wl, inv_freq, blended)
+        )
+    use_yarn = getattr(cfg, "use_yarn_rope", False) and not (
+        getattr(cfg, "yarn_global_attn_only", False) and attn_type == "local"
+    )
+    if use_yarn:
+        orig = cfg.yarn_original_max_position_embeddings
+
+        def correction_dim(rotations: float) -> float:
+            return rotary_dim * math.log(orig / (rotations * 2 * math.pi)) / (2 * math.log(base))
+
+        low, high = correction_dim(cfg.yarn_beta_fast), correction_dim(cfg.yarn_beta_slow)
+        if cfg.yarn_truncate:
+            low, high = math.floor(low), math.ceil(high)
+        low, high = max(low, 0), min(high, rotary_dim - 1)
+        if low == high:
+            high += 0.001
+        ramp = ((i - low) / (high - low)).clamp(0, 1)
+        return inv_freq / cfg.yarn_factor * ramp + inv_freq * (1 - ramp)
+    scaling = getattr(cfg, "rotary_scaling_factor", 1.0)
+    if scaling != 1.0 and attn_type != "local":
+        inv_freq = inv_freq / scaling
+    return inv_freq
+
+
+def _full_tables(attn, rotary_dim: int, cfg) -> tuple[Tensor, Tensor]:
+    """The layer's cos/sin for every position up to n_ctx (TransformerLens caches only the
+    first 2048 rows and extends them lazily with the same function)."""
+    cos, sin = attn.rotary_cos.detach(), attn.rotary_sin.detach()
+    if cos.shape[0] < cfg.n_ctx:
+        sin_full, cos_full = attn.calculate_sin_cos_rotary(
+            rotary_dim, cfg.n_ctx, base=attn._rotary_base(), dtype=cos.dtype
+        )
+        cos_full, sin_full = cos_full.to(cos.device), sin_full.to(sin.device)
+        if not (torch.equal(cos_full[: len(cos)], cos) and torch.equal(sin_full[: len(sin)], sin)):
+            raise RopeInterpError(
+                "The model's rotary_cos/rotary_sin buffers differ from what its own "
+                "calculate_sin_cos_rotary produces; were they edited in place?"
+            )
+        cos, sin = cos_full, sin_full
+    return cos, sin
+
+
+def _check_thetas(layer: int, measured: Tensor, expected: Tensor) -> None:
+    rel = ((measured - expected).abs() / expected.abs()).max().item()
+    if rel > _THETA_RTOL:
+        worst = int(((measured - expected).abs() / expected.abs()).argmax())
+        raise RopeInterpError(
+            f"Layer {layer}: rotary frequencies in the model's cos/sin buffers disagree with "
+            f"its config (pair {worst}: buffer θ={measured[worst].item():.6g}, config formula "
+            f"θ={expected[worst].item():.6g}, max relative difference {rel:.2e}). The config's "
+            "rotary fields (base, scaling) do not describe this model."
+        )
+
+
+def _check_index(what: str, value: int, size: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < size:
+        raise RopeInterpError(
+            f"{what} {value!r} is out of range: this model has {what}s 0..{size - 1}."
+        )
+    return value

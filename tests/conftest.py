@@ -1,0 +1,31 @@
+from __future__ import annotations
+
+import os
+import warnings
+
+import pytest
+import torch
+
+from tests.helpers import FIXTURES, make_model
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+warnings.filterwarnings("ignore", category=DeprecationWarning)
+
+
+@pytest.fixture(autouse=True)
+def _seeded():
+    torch.manual_seed(0)
+
+
+@pytest.fixture(params=sorted(FIXTURES))
+def tiny_model(request):
+    """Each tiny fixture model in turn, built fresh for the test."""
+    return make_model(request.param)
+
+
+@pytest.fixture(scope="session")
+def real_model():
+    """The built-in SmolLM2-135M, loaded once per session."""
+    from rope_interp.models import load_model
+
+    return load_model("smollm2-135m", device="cpu")
