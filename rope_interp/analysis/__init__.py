@@ -1,0 +1,1 @@
+"""Analyses that test published claims about RoPE; one module per claim family."""

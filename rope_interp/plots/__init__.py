@@ -1,0 +1,1 @@
+"""Plotly figures drawn from rope-interp's tidy tables (figures are returned, never shown)."""
