@@ -199,14 +199,12 @@ def from_cache(
         layers = range(n_layers)
     elif isinstance(layers, int):
         layers = [layers]
-    captured = Captured()
-    for layer in layers:
-        for kind in kinds:
-            name = hook_name(kind, layer)
-            if name not in cache:
-                raise HooksDidNotFire(
-                    f"The cache has no {name!r}. Run run_with_cache with names_filter including "
-                    "it (rope_interp.capture.hook_name gives the names)."
-                )
-            captured.tensors[(kind, layer)] = cache[name]
-    return captured
+    wanted = {(kind, layer): hook_name(kind, layer) for layer in layers for kind in kinds}
+    missing = [name for name in wanted.values() if name not in cache]
+    if missing:
+        raise HooksDidNotFire(
+            f"The cache lacks {len(missing)} hook(s): {missing[:4]}"
+            f"{' ...' if len(missing) > 4 else ''}. Run run_with_cache with a names_filter that "
+            "includes them (rope_interp.capture.hook_name gives the names)."
+        )
+    return Captured({key: cache[name] for key, name in wanted.items()})
