@@ -93,6 +93,13 @@ class RotaryCapture:
         device: where stored tensors go (default: stay where they are).
     """
 
+    def __new__(cls, model, *args, **kwargs):
+        from rope_interp.bridge import BridgeRotaryCapture, is_bridge
+
+        if cls is RotaryCapture and is_bridge(model):
+            cls = BridgeRotaryCapture  # TransformerLens 4.x TransformerBridge
+        return super().__new__(cls)
+
     def __init__(
         self,
         model,

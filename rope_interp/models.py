@@ -20,7 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+try:
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+except ImportError:  # TransformerLens >= 4: TransformerBridge only (see rope_interp.bridge)
+    HookedTransformer = HookedTransformerConfig = None
 
 from rope_interp.errors import RopeInterpError
 
@@ -72,6 +76,11 @@ def load_model(
         device: e.g. `"cpu"`, `"cuda"`; default: CUDA if available, else CPU.
         dtype: parameter dtype (`torch.float32`, `"bfloat16"`, ...).
     """
+    if HookedTransformer is None:
+        raise RopeInterpError(
+            "load_model builds a HookedTransformer, which TransformerLens 4 removed. Install "
+            "transformer-lens<4, or wrap your model in a TransformerBridge and pass it directly."
+        )
     dtype = _as_dtype(dtype)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if name.lower() == BUILTIN_MODEL:

@@ -8,6 +8,7 @@ implementation of the config's formula (base, local base, linear scaling, NTK-by
 from __future__ import annotations
 
 import math
+import weakref
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -48,7 +49,22 @@ class RotarySpec:
     # ---- construction -------------------------------------------------------------------
     @classmethod
     def from_model(cls, model, check_config: bool = True) -> RotarySpec:
-        """Read the spec from a `HookedTransformer` with rotary attention."""
+        """Read the spec from a `HookedTransformer` (or a `TransformerBridge`) with rotary
+        attention."""
+        from rope_interp.bridge import is_bridge, spec_from_bridge
+
+        if is_bridge(model):
+            return spec_from_bridge(model, check_config=check_config)
+        key = _buffer_key(model, check_config)
+        cached = _SPEC_CACHE.get(model)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        spec = cls._read(model, check_config)
+        _SPEC_CACHE[model] = (key, spec)
+        return spec
+
+    @classmethod
+    def _read(cls, model, check_config: bool) -> RotarySpec:
         cfg = model.cfg
         if getattr(cfg, "positional_embedding_type", None) != "rotary":
             raise RopeInterpError(
@@ -60,23 +76,29 @@ class RotarySpec:
         layout: Layout = "interleaved" if cfg.rotary_adjacent_pairs else "half"
         dims = pair_dims(rotary_dim, layout)
         cos_tables, sin_tables, thetas, bases = [], [], [], []
+        # Layers with identical buffers (the usual case) share one full-context table.
+        seen: list[tuple[Tensor, Tensor, Tensor, Tensor, Tensor]] = []
         for layer, block in enumerate(model.blocks):
             attn = block.attn
-            cos_buf, sin_buf = _full_tables(attn, rotary_dim, cfg)
-            cos_a, sin_a = cos_buf[:, dims[:, 0]], sin_buf[:, dims[:, 0]]
-            if not (
-                torch.equal(cos_a, cos_buf[:, dims[:, 1]])
-                and torch.equal(sin_a, sin_buf[:, dims[:, 1]])
-            ):
-                raise RopeInterpError(
-                    f"Layer {layer}: the two dims of each pair have different cos/sin under the "
-                    f"{layout!r} layout; the model's rotary_adjacent_pairs setting looks wrong."
-                )
+            base = float(attn._rotary_base()) if hasattr(attn, "_rotary_base") else cfg.rotary_base
+            raw_cos, raw_sin = attn.rotary_cos.detach(), attn.rotary_sin.detach()
+            shared = next(
+                (
+                    entry
+                    for entry in seen
+                    if torch.equal(entry[0], raw_cos) and torch.equal(entry[1], raw_sin)
+                ),
+                None,
+            )
+            if shared is None:
+                cos_a, sin_a = _pair_tables(attn, rotary_dim, cfg, dims, layer, layout)
+                theta = torch.atan2(sin_a[1].double(), cos_a[1].double())
+                shared = (raw_cos, raw_sin, cos_a, sin_a, theta)
+                seen.append(shared)
+            _, _, cos_a, sin_a, theta = shared
             cos_tables.append(cos_a)
             sin_tables.append(sin_a)
-            theta = torch.atan2(sin_a[1].double(), cos_a[1].double())
             thetas.append(theta)
-            base = float(attn._rotary_base()) if hasattr(attn, "_rotary_base") else cfg.rotary_base
             bases.append(base)
             if check_config:
                 expected = expected_thetas(cfg, rotary_dim, base, getattr(attn, "attn_type", None))
@@ -234,6 +256,39 @@ def expected_thetas(
     if scaling != 1.0 and attn_type != "local":
         inv_freq = inv_freq / scaling
     return inv_freq
+
+
+# Specs already read, per model; reused while its rotary buffers are the same tensors, unmodified.
+_SPEC_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _buffer_key(model, check_config: bool) -> tuple:
+    buffers = [
+        buf
+        for block in getattr(model, "blocks", [])
+        for buf in (
+            getattr(block.attn, "rotary_cos", None),
+            getattr(block.attn, "rotary_sin", None),
+        )
+        if isinstance(buf, Tensor)
+    ]
+    cfg = model.cfg
+    fields = (cfg.rotary_base, cfg.rotary_dim, cfg.rotary_adjacent_pairs, cfg.n_ctx)
+    return (check_config, fields, tuple((b.data_ptr(), b._version, b.shape) for b in buffers))
+
+
+def _pair_tables(attn, rotary_dim: int, cfg, dims: Tensor, layer: int, layout: str):
+    """Pair-indexed `[n_ctx, n_pairs]` cos and sin of one layer, checked against the layout."""
+    cos_buf, sin_buf = _full_tables(attn, rotary_dim, cfg)
+    cos_a, sin_a = cos_buf[:, dims[:, 0]], sin_buf[:, dims[:, 0]]
+    if not (
+        torch.equal(cos_a, cos_buf[:, dims[:, 1]]) and torch.equal(sin_a, sin_buf[:, dims[:, 1]])
+    ):
+        raise RopeInterpError(
+            f"Layer {layer}: the two dims of each pair have different cos/sin under the "
+            f"{layout!r} layout; the model's rotary_adjacent_pairs setting looks wrong."
+        )
+    return cos_a, sin_a
 
 
 def _full_tables(attn, rotary_dim: int, cfg) -> tuple[Tensor, Tensor]:
