@@ -1,0 +1,103 @@
+"""Massive values (Jin et al., ICML 2025): per head, the q/k dimensions whose norm over the
+sequence is largest, mapped to their rotary pairs and frequencies.
+
+Norm of dimension d of a head in one sequence: ‖x[:, d]‖₂ over positions (pre-rotation `hook_q`
+/ `hook_k`, and `hook_v` as the control that should *not* concentrate); averaged over
+sequences. Jin et al. find the largest ones in low-frequency pairs of q and k only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import pandas as pd
+import torch
+from torch import Tensor
+
+from rope_interp.analysis._common import batch_list, run_hooks, spec_of
+from rope_interp.capture import resolve_layers
+from rope_interp.errors import RopeInterpError
+
+
+def dim_to_pair(spec) -> tuple[Tensor, Tensor]:
+    """`[d_head]` pair index of each dimension (−1 for pass-through dims) and which member of
+    the pair it is (0: real part a, 1: imaginary part b; −1 for pass-through)."""
+    pair = torch.full((spec.d_head,), -1, dtype=torch.long)
+    member = torch.full((spec.d_head,), -1, dtype=torch.long)
+    dims = spec.dims
+    for col in (0, 1):
+        pair[dims[:, col]] = torch.arange(spec.n_pairs)
+        member[dims[:, col]] = col
+    return pair, member
+
+
+def massive_values(
+    model,
+    batches: Iterable[Tensor],
+    layers: int | Iterable[int] | None = None,
+    top_k: int = 4,
+    kinds: Sequence[str] = ("q", "k", "v"),
+    progress: bool = True,
+) -> pd.DataFrame:
+    """The `top_k` dimensions with the largest sequence norm per (kind, layer, head).
+
+    One row per (kind, layer, head, rank): dim, pair (−1: pass-through or v, which does not
+    rotate), member, theta and wavelength of the pair (NaN for none), pair_position
+    (pair / (n_pairs − 1): 0 = highest, 1 = lowest frequency), norm (mean over sequences of
+    ‖x[:, d]‖₂), ratio (norm / the head's median dim norm). Heads of k and v are KV heads.
+    """
+    for kind in kinds:
+        if kind not in ("q", "k", "v"):
+            raise RopeInterpError(f"kinds must be among 'q', 'k', 'v'; got {kind!r}.")
+    spec = spec_of(model)
+    chosen = resolve_layers(spec, layers)
+    if not 1 <= top_k <= spec.d_head:
+        raise RopeInterpError(f"top_k must lie in 1..{spec.d_head}, got {top_k}.")
+    acc: dict[tuple[str, int], Tensor] = {}
+    seqs = {"n": 0}
+
+    def hooks_for():
+        hooks = []
+        for layer in chosen:
+            for kind in kinds:
+
+                def fn(tensor, hook, kind=kind, layer=layer):
+                    norm = tensor.detach().double().square().sum(1).sqrt()  # [b, head, d_head]
+                    acc[(kind, layer)] = acc.get((kind, layer), 0) + norm.sum(0).cpu()
+
+                hooks.append((f"blocks.{layer}.attn.hook_{kind}", fn))
+        return hooks
+
+    batches = batch_list(batches)
+    seqs["n"] = sum(tokens.shape[0] for tokens in batches)
+    run_hooks(model, batches, hooks_for, "massive values", progress)
+    pair_of, member_of = dim_to_pair(spec)
+    rows = []
+    for (kind, layer), total in acc.items():
+        norm = total / seqs["n"]
+        median = norm.median(-1).values
+        values, dims = norm.topk(top_k, dim=-1)
+        for h in range(norm.shape[0]):
+            for rank in range(top_k):
+                d = int(dims[h, rank])
+                pair = int(pair_of[d]) if kind != "v" else -1
+                theta = float(spec.thetas[layer, pair]) if pair >= 0 else float("nan")
+                rows.append(
+                    {
+                        "kind": kind,
+                        "layer": layer,
+                        "head": h,
+                        "rank": rank,
+                        "dim": d,
+                        "pair": pair,
+                        "member": int(member_of[d]) if pair >= 0 else -1,
+                        "theta": theta,
+                        "wavelength": 2 * torch.pi / theta if pair >= 0 else float("nan"),
+                        "pair_position": pair / max(spec.n_pairs - 1, 1)
+                        if pair >= 0
+                        else float("nan"),
+                        "norm": float(values[h, rank]),
+                        "ratio": float(values[h, rank] / median[h].clamp(min=1e-300)),
+                    }
+                )
+    return pd.DataFrame(rows).sort_values(["kind", "layer", "head", "rank"], ignore_index=True)

@@ -1,0 +1,73 @@
+"""Every analysis figure: built from its table, titled, labelled, never shown."""
+
+from __future__ import annotations
+
+import plotly.graph_objects as go
+import pytest
+import torch
+
+from rope_interp.analysis import (
+    attention_sinks,
+    attention_spectra,
+    band_shares,
+    frequency_usage,
+    layer_usage,
+    massive_values,
+    offset_features,
+    positional_heads,
+)
+from rope_interp.analysis.spectral import power_spectrum
+from rope_interp.errors import RopeInterpError
+from rope_interp.plots import analysis as plots
+from rope_interp.stats import collect_pair_stats
+from tests.helpers import make_model, random_tokens
+
+
+@pytest.fixture(scope="module")
+def tables():
+    model = make_model("gqa")
+    tokens = random_tokens(model, pos=40)
+    stats = collect_pair_stats(model, [tokens], progress=False)
+    pos = positional_heads(model, [tokens], progress=False)
+    sinks = attention_sinks(model, [tokens], progress=False)
+    return {
+        "usage": frequency_usage(stats),
+        "layer_usage": layer_usage(stats),
+        "shares": band_shares(stats),
+        "pos": pos,
+        "offsets": offset_features(stats),
+        "sinks": sinks,
+        "attn": attention_spectra(model, [tokens], progress=False),
+        "massive": massive_values(model, [tokens], progress=False),
+    }
+
+
+def _check(fig):
+    assert isinstance(fig, go.Figure)
+    assert fig.layout.title.text
+    assert fig.layout.xaxis.title.text and fig.layout.yaxis.title.text
+    assert len(fig.data) >= 1
+
+
+def test_every_figure(tables):
+    _check(plots.plot_usage_map(tables["layer_usage"], "q"))
+    fig = plots.plot_usage_map(tables["usage"], "k", layer=1)
+    _check(fig)
+    assert fig.data[0].z.shape == (2, 4)  # 2 KV heads × 4 pairs
+    _check(plots.plot_band_shares(tables["shares"], "qk", "low"))
+    _check(plots.plot_positional_heads(tables["pos"].heads, 1))
+    _check(plots.plot_pair_margins(tables["pos"].pairs, 0, 1, offset=1))
+    _check(plots.plot_pair_margins(tables["sinks"].pairs, 1, 0))
+    _check(plots.plot_offset_features(tables["offsets"]))
+    _check(plots.plot_sinks(tables["sinks"].heads))
+    _check(plots.plot_band_energy(tables["attn"]))
+    _check(plots.plot_massive(tables["massive"]))
+    freqs, power = power_spectrum(torch.randn(64))
+    _check(plots.plot_spectrum(freqs, power, marks=[0.1]))
+
+
+def test_wrong_table_is_refused(tables):
+    with pytest.raises(RopeInterpError, match="missing"):
+        plots.plot_sinks(tables["usage"])
+    with pytest.raises(RopeInterpError, match="No rows"):
+        plots.plot_usage_map(tables["usage"], "q", layer=7)
