@@ -339,3 +339,18 @@ def test_qk_norm_between_hook_q_and_rope_is_refused_by_name():
     RotarySpec.from_model(bridge)  # the frequencies themselves are fine
     with pytest.raises(UnsupportedBridge, match="Qwen3ForCausalLM.*QK-norm"):
         RotaryCapture(bridge)
+
+
+def test_rotated_q_interventions_refuse_bridges_whose_rot_hooks_never_fire():
+    from rope_interp.ablation import Intervention, select_band
+    from rope_interp.errors import RopeInterpError
+    from rope_interp.spec import RotarySpec
+
+    bridge, _ = make_bridge("gpt_neox")
+    spec = RotarySpec.from_model(bridge)
+    selection = select_band(spec, "low", k=1)
+    with pytest.raises(RopeInterpError, match="never fires hook_rot_q"):
+        Intervention(bridge, selection, mode="nope", spec=spec)
+    Intervention(bridge, selection, mode="zero", spec=spec)  # acts on hook_q: allowed
+    llama, _ = make_bridge("llama")
+    Intervention(llama, select_band(RotarySpec.from_model(llama), "low", k=1), mode="phase")

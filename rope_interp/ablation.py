@@ -1,0 +1,497 @@
+"""Reversible interventions on rotary pairs: zero, mean, NoPE, phase shift, position shift,
+and inference-time p-RoPE.
+
+Two steps: choose *which* pairs (a `PairSelection`, a boolean `[layer, head, pair]` mask over
+query heads), then *what* to do to them (an `Intervention`). An intervention is a hook list
+(composable with your own hooks in `run_with_hooks`) and a context manager that removes its
+hooks on exit, also after an exception:
+
+    sel = select_band(spec, "high", k=4)                     # the 4 highest-frequency pairs
+    with Intervention(model, sel, mode="zero", side="both"):
+        loss = model(tokens, return_type="loss")
+    model.run_with_hooks(tokens, fwd_hooks=p_rope(model, 0.75).hooks() + my_hooks)
+
+Where each mode acts (TransformerLens hook points of the attention layer):
+- "zero", "mean": on the pre-rotation q/k (`hook_q`, `hook_k`): the selected pair is set to 0
+  or to its corpus mean vector μ (from `PairStats.mean_vectors`); the model then rotates it.
+- "nope": on the rotated q/k (`hook_rot_q`, `hook_rot_k`): the selected pair is replaced by its
+  pre-rotation value (stashed exactly at `hook_q`/`hook_k`), i.e. angle 0 at every position.
+  Use side="both": NoPE on one side only leaves the other side's rotation in the score.
+- "phase": the rotated pair is multiplied by e^{iφ} (on q: α_i → α_i + φ; on both sides the
+  shifts cancel in the score).
+- "shift": the pair is rotated as if at position p + Δ instead of p (from the pre-rotation
+  value and the model's own phasor table); on both sides the scores do not change.
+
+Grouped-query attention: k hooks carry KV heads, shared by `group_size` query heads. A k-side
+intervention acts on a KV head, so a selection must name every query head of a group or none
+of them (per layer and pair); anything else raises `RopeInterpError` (use side="q" to act on
+a single query head).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import torch
+from jaxtyping import Bool
+from torch import Tensor
+from transformer_lens.hook_points import HookPoint
+
+from rope_interp.capture import Hook, hook_name, resolve_layers
+from rope_interp.errors import RopeInterpError
+from rope_interp.pairs import from_pairs, to_pairs
+from rope_interp.spec import RotarySpec
+
+Mode = Literal["zero", "mean", "nope", "phase", "shift"]
+Side = Literal["q", "k", "both"]
+MODES = ("zero", "mean", "nope", "phase", "shift")
+SIDES = ("q", "k", "both")
+
+
+# ---- which pairs ----------------------------------------------------------------------------
+@dataclass(frozen=True, eq=False)
+class PairSelection:
+    """A set of (layer, query head, pair) triples as a boolean `[layer, head, pair]` mask."""
+
+    mask: Bool[Tensor, "layer head pair"]
+    label: str = "custom"
+
+    @property
+    def n_selected(self) -> int:
+        return int(self.mask.sum())
+
+    def layers(self) -> list[int]:
+        """Layers with at least one selected pair."""
+        return [int(i) for i in self.mask.any(dim=(1, 2)).nonzero().flatten()]
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per selected (layer, head, pair)."""
+        idx = self.mask.nonzero().cpu().numpy()
+        return pd.DataFrame({"layer": idx[:, 0], "head": idx[:, 1], "pair": idx[:, 2]})
+
+    def __or__(self, other: PairSelection) -> PairSelection:
+        if self.mask.shape != other.mask.shape:
+            raise RopeInterpError("Cannot combine selections made for different models.")
+        return PairSelection(self.mask | other.mask, f"{self.label}|{other.label}")
+
+
+def _empty(spec: RotarySpec) -> Tensor:
+    return torch.zeros(spec.n_layers, spec.n_heads, spec.n_pairs, dtype=torch.bool)
+
+
+def _layer_head_mask(
+    spec: RotarySpec, layers: int | Iterable[int] | None, heads: int | Iterable[int] | None
+) -> Tensor:
+    """`[layer, head, 1]` mask of the chosen layers and heads (None = all)."""
+    chosen_layers = resolve_layers(spec, layers)
+    if heads is None:
+        chosen_heads = list(range(spec.n_heads))
+    else:
+        chosen_heads = sorted({spec.check_head(int(h)) for h in _as_list(heads)})
+        if not chosen_heads:
+            raise RopeInterpError("heads is empty: name at least one head, or None for all.")
+    mask = torch.zeros(spec.n_layers, spec.n_heads, 1, dtype=torch.bool)
+    mask[torch.tensor(chosen_layers)[:, None], torch.tensor(chosen_heads)[None, :]] = True
+    return mask
+
+
+def _as_list(values: int | Iterable[int]) -> list[int]:
+    if isinstance(values, int | np.integer):
+        return [int(values)]
+    return [int(v) for v in values]
+
+
+def select_pairs(
+    spec: RotarySpec,
+    pairs: int | Iterable[int],
+    layers: int | Iterable[int] | None = None,
+    heads: int | Iterable[int] | None = None,
+) -> PairSelection:
+    """Pairs by index (0 = highest frequency) in the chosen layers and query heads."""
+    chosen = sorted({spec.check_pair(int(p)) for p in _as_list(pairs)})
+    pair_mask = torch.zeros(spec.n_pairs, dtype=torch.bool)
+    pair_mask[chosen] = True
+    mask = _layer_head_mask(spec, layers, heads) & pair_mask
+    return PairSelection(mask, f"pairs {chosen}")
+
+
+def band_size(n_pairs: int, k: int | None, fraction: float | None) -> int:
+    """Number of pairs in a band given either `k` or `fraction` (floored, like Gemma's p-RoPE)."""
+    if (k is None) == (fraction is None):
+        raise RopeInterpError("Give exactly one of k (a number of pairs) or fraction (0..1).")
+    if fraction is not None:
+        if not 0.0 <= fraction <= 1.0:
+            raise RopeInterpError(f"fraction must lie in [0, 1], got {fraction}.")
+        return int(math.floor(fraction * n_pairs + 1e-9))
+    if not isinstance(k, int) or not 0 <= k <= n_pairs:
+        raise RopeInterpError(f"k must be an int in [0, {n_pairs}], got {k!r}.")
+    return k
+
+
+def select_band(
+    spec: RotarySpec,
+    end: Literal["high", "low"],
+    k: int | None = None,
+    fraction: float | None = None,
+    layers: int | Iterable[int] | None = None,
+    heads: int | Iterable[int] | None = None,
+) -> PairSelection:
+    """The `k` (or `fraction` of) highest- or lowest-frequency pairs. Pair 0 is the highest
+    frequency in every model rope-interp supports, so "high" = pairs 0..k-1."""
+    n = band_size(spec.n_pairs, k, fraction)
+    if end == "high":
+        chosen = list(range(n))
+    elif end == "low":
+        chosen = list(range(spec.n_pairs - n, spec.n_pairs))
+    else:
+        raise RopeInterpError(f"end must be 'high' or 'low', got {end!r}.")
+    pair_mask = torch.zeros(spec.n_pairs, dtype=torch.bool)
+    pair_mask[chosen] = True
+    mask = _layer_head_mask(spec, layers, heads) & pair_mask
+    return PairSelection(mask, f"{end} {n}")
+
+
+def select_frame(spec: RotarySpec, frame: pd.DataFrame, label: str = "frame") -> PairSelection:
+    """The (layer, head, pair) rows of an analysis table (e.g. flagged outlier pairs).
+
+    `head` is a query head, unless the frame has a `kind` column and the row's kind is "k":
+    then it is a KV head (as in `PairStats.to_frame`) and selects every query head reading it.
+    """
+    missing = {"layer", "head", "pair"} - set(frame.columns)
+    if missing:
+        raise RopeInterpError(
+            f"The frame lacks column(s) {sorted(missing)}; it needs layer, head and pair "
+            f"(it has {list(frame.columns)})."
+        )
+    mask = _empty(spec)
+    for row in frame.itertuples(index=False):
+        layer, head, pair = int(row.layer), int(row.head), int(row.pair)
+        spec.check_layer(layer)
+        spec.check_pair(pair)
+        if getattr(row, "kind", "q") == "k":
+            if not 0 <= head < spec.n_kv_heads:
+                raise RopeInterpError(
+                    f"KV head {head} is out of range: this model has KV heads "
+                    f"0..{spec.n_kv_heads - 1}."
+                )
+            heads = range(head * spec.group_size, (head + 1) * spec.group_size)
+        else:
+            heads = [spec.check_head(head)]
+        for h in heads:
+            mask[layer, h, pair] = True
+    return PairSelection(mask, label)
+
+
+def select_random(spec: RotarySpec, like: PairSelection, seed: int = 0) -> PairSelection:
+    """A seeded random control: in each (layer, head), as many random pairs as `like` selects
+    there. Under GQA every query head of a KV group gets the same random pairs when `like`
+    selects the same number for all of them (so k-side interventions stay valid)."""
+    generator = torch.Generator().manual_seed(seed)
+    counts = like.mask.sum(-1)
+    mask = _empty(spec)
+    for layer in range(spec.n_layers):
+        for group in range(spec.n_kv_heads):
+            heads = range(group * spec.group_size, (group + 1) * spec.group_size)
+            group_counts = {int(counts[layer, h]) for h in heads}
+            shared = torch.randperm(spec.n_pairs, generator=generator)
+            for h in heads:
+                n = int(counts[layer, h])
+                if not n:
+                    continue
+                perm = (
+                    shared
+                    if len(group_counts) == 1
+                    else torch.randperm(spec.n_pairs, generator=generator)
+                )
+                mask[layer, h, perm[:n]] = True
+    return PairSelection(mask, f"random like {like.label} (seed {seed})")
+
+
+# ---- what to do to them -------------------------------------------------------------------
+class Intervention:
+    """A reversible intervention on the selected rotary pairs.
+
+    Args:
+        model: a `HookedTransformer` with rotary attention.
+        selection: which (layer, query head, pair) to act on.
+        mode: "zero", "mean", "nope", "phase" or "shift" (see the module docstring).
+        side: "q", "k" or "both".
+        phi: the angle in radians for mode="phase".
+        delta: the position offset Δ (tokens, may be negative if positions stay ≥ 0) for
+            mode="shift".
+        stats: `PairStats` with the means, for mode="mean" (must cover the selected layers).
+        spec: a precomputed `RotarySpec` of `model` (optional; saves reading it again).
+    """
+
+    def __init__(
+        self,
+        model,
+        selection: PairSelection,
+        mode: str = "zero",
+        side: str = "both",
+        phi: float | int = 0.0,
+        delta: int = 0,
+        stats=None,
+        spec: RotarySpec | None = None,
+    ):
+        if mode not in MODES:
+            raise RopeInterpError(f"mode must be one of {MODES}, got {mode!r}.")
+        if side not in SIDES:
+            raise RopeInterpError(f"side must be one of {SIDES}, got {side!r}.")
+        self.model = model
+        self.spec = spec or RotarySpec.from_model(model, check_config=False)
+        expected = (self.spec.n_layers, self.spec.n_heads, self.spec.n_pairs)
+        if tuple(selection.mask.shape) != expected:
+            raise RopeInterpError(
+                f"The selection's mask has shape {tuple(selection.mask.shape)}; this model needs "
+                f"[layer, head, pair] = {list(expected)}. Build it with this model's spec."
+            )
+        if mode == "shift" and not isinstance(delta, int | np.integer):
+            raise RopeInterpError(f"delta must be an integer number of positions, got {delta!r}.")
+        if mode in ("nope", "shift") and (
+            getattr(model.cfg, "use_qk_norm", False) or getattr(model.cfg, "clip_qkv", None)
+        ):
+            raise RopeInterpError(
+                f"mode={mode!r} needs the pre-rotation q/k as they enter the rotation; this model "
+                "normalizes or clips them after hook_q/hook_k. Use zero, mean or phase."
+            )
+        if mode in ("nope", "phase", "shift"):
+            from rope_interp.bridge import architecture, rotated_hooks_fire
+
+            if not rotated_hooks_fire(model):
+                raise RopeInterpError(
+                    f"mode={mode!r} edits the rotated q/k, but this TransformerBridge "
+                    f"({architecture(model)}) never fires "
+                    "hook_rot_q/hook_rot_k, so the intervention would do nothing. Use zero or "
+                    "mean, or load the model as a HookedTransformer."
+                )
+        self.selection = selection
+        self.mode = mode
+        self.side = side
+        self.phi = float(phi)
+        self.delta = int(delta)
+        self.sides = ("q", "k") if side == "both" else (side,)
+        self._means = self._mean_table(stats) if mode == "mean" else None
+        self._kv_masks = (
+            {layer: self._kv_mask(layer) for layer in self.layers} if ("k" in self.sides) else {}
+        )
+        self._stash: dict[tuple[str, int], Tensor] = {}
+        self._contexts: list = []
+
+    # ---- description ----------------------------------------------------------------------
+    @property
+    def layers(self) -> list[int]:
+        return self.selection.layers()
+
+    @property
+    def first_layer(self) -> int:
+        """The earliest layer this intervention touches (n_layers when it touches none)."""
+        layers = self.layers
+        return layers[0] if layers else self.spec.n_layers
+
+    def params(self) -> dict[str, Any]:
+        """JSON-friendly description (for experiment tables)."""
+        out: dict[str, Any] = {
+            "mode": self.mode,
+            "side": self.side,
+            "selection": self.selection.label,
+            "n_selected": self.selection.n_selected,
+        }
+        if self.mode == "phase":
+            out["phi"] = self.phi
+        if self.mode == "shift":
+            out["delta"] = self.delta
+        return out
+
+    def __repr__(self) -> str:
+        extra = {"phase": f", phi={self.phi:g}", "shift": f", delta={self.delta}"}.get(
+            self.mode, ""
+        )
+        return (
+            f"Intervention({self.mode}, side={self.side}, {self.selection.label}, "
+            f"{self.selection.n_selected} (layer, head, pair) triples{extra})"
+        )
+
+    # ---- masks and tables -----------------------------------------------------------------
+    def _kv_mask(self, layer: int) -> Tensor:
+        """`[kv_head, pair]` mask; raises if a KV group is only partly selected."""
+        spec = self.spec
+        grouped = self.selection.mask[layer].view(spec.n_kv_heads, spec.group_size, spec.n_pairs)
+        anyof, allof = grouped.any(1), grouped.all(1)
+        if not torch.equal(anyof, allof):
+            group, pair = (anyof & ~allof).nonzero()[0].tolist()
+            heads = list(range(group * spec.group_size, (group + 1) * spec.group_size))
+            raise RopeInterpError(
+                f"Layer {layer}, pair {pair}: the selection names some but not all of query "
+                f"heads {heads}, which share KV head {group}. A k-side intervention acts on the "
+                "shared key, so it would hit all of them: select the whole group, or use side='q'."
+            )
+        return anyof
+
+    def _dim_mask(self, mask: Tensor, device) -> Tensor:
+        """`[head, pair]` → `[head, d_head]` mask of the dims of the selected pairs."""
+        dims = self.spec.dims
+        out = torch.zeros(mask.shape[0], self.spec.d_head, dtype=torch.bool)
+        out[:, dims[:, 0]] = mask
+        out[:, dims[:, 1]] = mask
+        return out.to(device)
+
+    def _mean_table(self, stats) -> dict[tuple[str, int], Tensor]:
+        if stats is None:
+            raise RopeInterpError(
+                "mode='mean' needs the corpus means: pass stats=collect_pair_stats(model, ...)."
+            )
+        tables = {}
+        for kind in self.sides:
+            means = stats.mean_vectors(kind)
+            for layer in self.layers:
+                if layer not in stats.layers:
+                    raise RopeInterpError(
+                        f"The statistics cover layers {stats.layers}, not layer {layer}; collect "
+                        "them for every layer you ablate."
+                    )
+                z = means[stats.layers.index(layer)]
+                x_pass = torch.zeros(*z.shape[:-1], self.spec.n_pass, dtype=torch.float64)
+                tables[(kind, layer)] = from_pairs(z.to(torch.complex128), x_pass, self.spec)
+        return tables
+
+    # ---- hooks ----------------------------------------------------------------------------
+    def hooks(self) -> list[Hook]:
+        """`(name, fn)` pairs for `run_with_hooks(fwd_hooks=...)` or `model.hooks(...)`."""
+        out: list[Hook] = []
+        for layer in self.layers:
+            for kind in self.sides:
+                mask = self.selection.mask[layer] if kind == "q" else self._kv_masks[layer]
+                if not mask.any():
+                    continue
+                if self.mode in ("zero", "mean"):
+                    out.append((hook_name(kind, layer), self._pre_hook(kind, layer, mask)))
+                else:
+                    if self.mode in ("nope", "shift"):
+                        out.append((hook_name(kind, layer), self._stash_hook(kind, layer)))
+                    out.append((hook_name("rot_" + kind, layer), self._rot_hook(kind, layer, mask)))
+        return out
+
+    def _pre_hook(self, kind: str, layer: int, mask: Tensor) -> Callable:
+        cache: dict = {}
+
+        def hook(x: Tensor, hook: HookPoint) -> Tensor:
+            if "dims" not in cache:
+                cache["dims"] = self._dim_mask(mask, x.device)
+            dims = cache["dims"]
+            if self.mode == "zero":
+                return x.masked_fill(dims, 0.0)
+            return torch.where(dims, self._means[(kind, layer)].to(x.device, x.dtype), x)
+
+        return hook
+
+    def _stash_hook(self, kind: str, layer: int) -> Callable:
+        def hook(x: Tensor, hook: HookPoint) -> None:
+            self._stash[(kind, layer)] = x
+
+        return hook
+
+    def _rot_hook(self, kind: str, layer: int, mask: Tensor) -> Callable:
+        cache: dict = {}
+
+        def hook(x: Tensor, hook: HookPoint) -> Tensor:
+            if "dims" not in cache:
+                cache["dims"] = self._dim_mask(mask, x.device)
+            dims = cache["dims"]
+            if self.mode == "phase":
+                z, x_pass = to_pairs(x, self.spec)
+                rotor = torch.polar(torch.tensor(1.0), torch.tensor(self.phi)).to(x.device)
+                new = from_pairs(z * rotor.to(z.dtype), x_pass, self.spec)
+                return torch.where(dims, new.to(x.dtype), x)
+            pre = self._stash.pop((kind, layer), None)
+            if pre is None or pre.shape != x.shape:
+                raise RopeInterpError(
+                    f"mode={self.mode!r} found no matching pre-rotation {kind} at layer {layer} "
+                    "(generation with a KV cache is not supported; run full sequences)."
+                )
+            if self.mode == "nope":
+                return torch.where(dims, pre.to(x.dtype), x)
+            positions = torch.arange(x.shape[1], device=x.device) + self.delta
+            z, x_pass = to_pairs(pre, self.spec)
+            phasor = self.spec.phasors(layer, positions).to(z.device, z.dtype)
+            new = from_pairs(z * phasor[None, :, None, :], x_pass, self.spec)
+            return torch.where(dims, new.to(x.dtype), x)
+
+        return hook
+
+    # ---- context manager ------------------------------------------------------------------
+    def __enter__(self) -> Intervention:
+        context = self.model.hooks(fwd_hooks=self.hooks())
+        context.__enter__()
+        self._contexts.append(context)
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        context = self._contexts.pop()
+        self._stash.clear()
+        context.__exit__(exc_type, exc, tb)
+
+
+# ---- convenience constructors -----------------------------------------------------------
+def p_rope(
+    model,
+    p: float,
+    reverse: bool = False,
+    layers: int | Iterable[int] | None = None,
+    heads: int | Iterable[int] | None = None,
+    spec: RotarySpec | None = None,
+) -> Intervention:
+    """Inference-time p-RoPE: keep the highest fraction `p` of frequencies (floor(p·n_pairs)
+    pairs, with their original θ_i) and make the rest NoPE on q and k. `reverse=True` keeps the
+    *lowest* fraction p instead (drops the highest 1 − p)."""
+    spec = spec or RotarySpec.from_model(model, check_config=False)
+    if not 0.0 <= p <= 1.0:
+        raise RopeInterpError(f"p must lie in [0, 1], got {p}.")
+    kept = band_size(spec.n_pairs, None, p)
+    dropped = spec.n_pairs - kept
+    end = "high" if reverse else "low"
+    selection = select_band(spec, end, k=dropped, layers=layers, heads=heads)
+    label = f"{'reversed ' if reverse else ''}p-RoPE p={p:g} ({kept} of {spec.n_pairs} rotate)"
+    return Intervention(model, PairSelection(selection.mask, label), "nope", "both", spec=spec)
+
+
+def position_shift(
+    model,
+    delta: int,
+    layers: int | Iterable[int] | None = None,
+    side: str = "both",
+    spec: RotarySpec | None = None,
+) -> Intervention:
+    """Rotate every pair as if every position were p + Δ (side="both" leaves scores unchanged)."""
+    spec = spec or RotarySpec.from_model(model, check_config=False)
+    selection = select_pairs(spec, range(spec.n_pairs), layers=layers)
+    label = f"all pairs, positions + {delta}"
+    return Intervention(
+        model, PairSelection(selection.mask, label), "shift", side, delta=delta, spec=spec
+    )
+
+
+def hook_layers(hooks: Sequence[Hook], n_layers: int) -> int:
+    """The earliest block a hook list touches (0 if any hook is outside the blocks)."""
+    first = n_layers
+    for name, _ in hooks:
+        match = re.match(r"blocks\.(\d+)\.", name) if isinstance(name, str) else None
+        if match is None:
+            return 0
+        first = min(first, int(match.group(1)))
+    return first
+
+
+def attached_hooks(model) -> list[str]:
+    """Names of hook points that still carry forward or backward hooks (for leak checks)."""
+    return [
+        name
+        for name, point in model.hook_dict.items()
+        if getattr(point, "fwd_hooks", None) or getattr(point, "bwd_hooks", None)
+    ]

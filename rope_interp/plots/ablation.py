@@ -1,0 +1,93 @@
+"""Figures from the experiment runner's tables (`ExperimentResult.summary` / `.heads`).
+
+Plots only draw tables: every function takes a DataFrame and returns a `go.Figure`.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import plotly.graph_objects as go
+
+from rope_interp.errors import RopeInterpError
+
+
+def _need(frame: pd.DataFrame, columns: list[str], what: str) -> None:
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise RopeInterpError(
+            f"{what} needs column(s) {missing}; pass run_experiment(...).summary or .heads "
+            f"(got columns {list(frame.columns)})."
+        )
+
+
+def delta_loss_bars(summary: pd.DataFrame, title: str = "Δloss per condition") -> go.Figure:
+    """Bars of Δloss (nats/token) per condition with the bootstrap 95 % interval."""
+    _need(summary, ["condition", "delta_loss", "ci_low", "ci_high"], "delta_loss_bars")
+    fig = go.Figure(
+        go.Bar(
+            x=summary["condition"],
+            y=summary["delta_loss"],
+            error_y=dict(
+                type="data",
+                symmetric=False,
+                array=summary["ci_high"] - summary["delta_loss"],
+                arrayminus=summary["delta_loss"] - summary["ci_low"],
+            ),
+        )
+    )
+    fig.update_layout(title=title, xaxis_title="condition", yaxis_title="Δloss (nats/token)")
+    return fig
+
+
+def delta_loss_curves(
+    summary: pd.DataFrame, x: str, group: str | None = None, title: str | None = None
+) -> go.Figure:
+    """Δloss against a numeric parameter column `x` (e.g. "k", "p", "phi"), one line per value
+    of `group` (e.g. "band"), with the 95 % interval as error bars."""
+    _need(summary, [x, "delta_loss", "ci_low", "ci_high"], "delta_loss_curves")
+    fig = go.Figure()
+    groups = [(None, summary)] if group is None else list(summary.groupby(group, sort=False))
+    for name, frame in groups:
+        frame = frame.sort_values(x)
+        fig.add_trace(
+            go.Scatter(
+                x=frame[x],
+                y=frame["delta_loss"],
+                mode="lines+markers",
+                name=str(name) if name is not None else "Δloss",
+                error_y=dict(
+                    type="data",
+                    symmetric=False,
+                    array=frame["ci_high"] - frame["delta_loss"],
+                    arrayminus=frame["delta_loss"] - frame["ci_low"],
+                ),
+            )
+        )
+    fig.update_layout(
+        title=title or f"Δloss against {x}", xaxis_title=x, yaxis_title="Δloss (nats/token)"
+    )
+    return fig
+
+
+def head_metric_heatmap(
+    heads: pd.DataFrame, condition: str, metric: str = "kl", change: bool = False
+) -> go.Figure:
+    """Layer × head map of one attention metric for one condition (`change=True`: minus the
+    clean model's value, for metrics with a `*_base` column)."""
+    _need(heads, ["condition", "layer", "head", metric], "head_metric_heatmap")
+    frame = heads[heads["condition"] == condition]
+    if frame.empty:
+        known = sorted(heads["condition"].unique())
+        raise RopeInterpError(f"No rows for condition {condition!r}; conditions: {known}.")
+    values = frame[metric]
+    label = metric
+    if change:
+        _need(heads, [f"{metric}_base"], "head_metric_heatmap(change=True)")
+        values = values - frame[f"{metric}_base"]
+        label = f"Δ{metric}"
+    grid = frame.assign(value=values).pivot(index="layer", columns="head", values="value")
+    fig = go.Figure(
+        go.Heatmap(z=grid.values, x=grid.columns, y=grid.index, colorbar=dict(title=label))
+    )
+    fig.update_layout(title=f"{label}: {condition}", xaxis_title="head", yaxis_title="layer")
+    return fig
