@@ -6,19 +6,21 @@ Three modes, interleaved in one process so that machine noise hits each alike:
   forward  plain forward pass (return_type=None)
   stream   forward with `collect_pair_stats`'s hooks on every layer (nothing stored)
   cache    `run_with_cache` of q, k, rot_q, rot_k on every layer, then the same statistics
-Peak memory: each mode once more in a fresh subprocess (CPU: peak RSS above the loaded model;
+Peak memory: each mode once more in a fresh subprocess (CPU: peak RSS above the loaded model,
+with the kernel's peak mark reset after loading;
 CUDA: `torch.cuda.max_memory_allocated` above the loaded model).
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
-import resource
 import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -72,8 +74,19 @@ def peak_memory_mb(mode: str, args) -> float:
     return json.loads(out.stdout.strip().splitlines()[-1])["peak_mb"]
 
 
-def _rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def _proc_status_mb(field: str) -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def _reset_peak_rss() -> float:
+    """Reset the kernel's peak-RSS mark (Linux) so loading the model does not count; return
+    the current RSS in MB."""
+    gc.collect()
+    Path("/proc/self/clear_refs").write_text("5")
+    return _proc_status_mb("VmRSS")
 
 
 def main() -> None:
@@ -93,9 +106,12 @@ def main() -> None:
             torch.cuda.reset_peak_memory_stats()
             base = torch.cuda.memory_allocated()
         else:
-            base = _rss_mb()
+            base = _reset_peak_rss()
         run_mode(args.child, model, tokens)
-        peak = (torch.cuda.max_memory_allocated() - base) / 2**20 if cuda else _rss_mb() - base
+        if cuda:
+            peak = (torch.cuda.max_memory_allocated() - base) / 2**20
+        else:
+            peak = _proc_status_mb("VmHWM") - base
         print(json.dumps({"peak_mb": peak}))
         return
 
