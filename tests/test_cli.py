@@ -1,0 +1,149 @@
+"""The `rope-interp` command: help, user errors (exit 2, one line, no traceback), `report` and
+`ablate` on a tiny model, and one run on the real model."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from rope_interp import cli
+from rope_interp.data import Corpus
+from tests.helpers import make_model, random_tokens
+
+
+@pytest.fixture
+def tiny(monkeypatch):
+    """Make every command run on a tiny random model with random token windows."""
+    model = make_model("gqa")
+
+    def load(args):
+        n_windows = max(1, args.tokens // args.seq_len)
+        tokens = random_tokens(model, batch=n_windows, pos=args.seq_len, seed=args.seed)
+        return model, Corpus("random tokens", tokens, prepend_bos=False)
+
+    monkeypatch.setattr(cli, "load_model_and_corpus", load)
+    return model
+
+
+def test_help_names_every_command(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    for command in ("report", "ablate", "summary", "stats"):
+        assert command in text
+    assert "start" in text  # tells a newcomer where to begin
+
+
+@pytest.mark.parametrize("command", ["report", "ablate", "summary", "stats"])
+def test_subcommand_help(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main([command, "--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    assert "--model" in text and "--corpus" in text and "--seed" in text
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["report", "--sections", "usage,nope"], "Unknown report section"),
+        (["report", "--out", "report.pdf"], "--out must end in .html"),
+        (["ablate", "--out", "x.txt"], "--out must end in .csv or .parquet"),
+        (["ablate", "--out", "x.csv", "--sweep", "bands"], "Unknown ablation group"),
+        (["ablate", "--out", "x.csv", "--phi", "import os"], "--phi takes comma-separated"),
+        (["stats", "--out", "x.txt"], "--out must end in .safetensors"),
+    ],
+)
+def test_user_errors_exit_2_with_one_line(tiny, tmp_path, monkeypatch, capsys, argv, message):
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert err[0].startswith("rope-interp: error: ") and message in err[0]
+
+
+def test_user_error_from_the_library_in_a_subprocess(tmp_path):
+    """Through the real entry point: a missing corpus file is one line and exit code 2."""
+    result = subprocess.run(
+        [sys.executable, "-c", "import sys; from rope_interp.cli import main; sys.exit(main())",
+         "summary", "--model", str(tmp_path / "missing.gguf")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("rope-interp: error: GGUF file")
+
+
+def test_report_on_a_tiny_model(tiny, tmp_path, capsys):
+    out = tmp_path / "sub" / "report.html"
+    argv = ["report", "--out", str(out), "--tokens", "96", "--seq-len", "32",
+            "--ablation-tokens", "64", "--bootstrap", "20", "--quiet",
+            "--sections", "geometry,usage,outliers,ablation_bands",
+            "--save-tables", str(tmp_path / "tables")]  # fmt: skip
+    assert cli.main(argv) == 0
+    page = out.read_text(encoding="utf-8")
+    for text in ("Rotary geometry", "Frequency usage", "Ablation: high vs low", "How to read"):
+        assert text in page
+    assert "96 for statistics (usage, outliers)" in page
+    assert "run time" in page and "libraries" in page
+    assert "rope-interp report --out" in page  # the command line is stated
+    assert "wrote" in capsys.readouterr().out
+    assert any((tmp_path / "tables").glob("*.csv"))
+
+
+def test_ablate_writes_tables_and_resumes(tiny, tmp_path, capsys):
+    out = tmp_path / "ablate.csv"
+    argv = ["ablate", "--out", str(out), "--tokens", "64", "--seq-len", "16",
+            "--sweep", "band,sanity", "--random-controls", "1", "--bootstrap", "20",
+            "--quiet"]  # fmt: skip
+    assert cli.main(argv) == 0
+    summary = pd.read_csv(out)
+    assert list(summary.condition) == [
+        "zero high 1", "zero low 1", "zero random 1 #1", "position shift +16"
+    ]  # fmt: skip
+    assert {"delta_loss", "ci_low", "ci_high"} <= set(summary.columns)
+    assert abs(summary.set_index("condition").loc["position shift +16", "delta_loss"]) < 1e-4
+    heads = pd.read_csv(tmp_path / "ablate_heads.csv")
+    assert {"condition", "layer", "head", "kl", "prev"} <= set(heads.columns)
+    capsys.readouterr()
+    assert cli.main([*argv[:-1]]) == 0  # second run: everything reused
+    assert "resumed: 4 condition(s)" in capsys.readouterr().err
+    pd.testing.assert_frame_equal(pd.read_csv(out), summary)
+
+
+@pytest.mark.real_model
+def test_report_on_the_real_model(tmp_path):
+    """The one real-model CLI run: a quick subset of the report on the built-in model."""
+    out = tmp_path / "real.html"
+    argv = ["report", "--out", str(out), "--tokens", "256", "--seq-len", "128",
+            "--sections", "geometry,usage,outliers", "--quiet"]  # fmt: skip
+    assert cli.main(argv) == 0
+    page = out.read_text(encoding="utf-8")
+    assert "smollm2-135m (30 layers, 9 heads" in page
+    assert "base 100000" in page and "Not computed" not in page
+
+
+def test_missing_gpu_is_a_user_error(capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    assert cli.main(["summary", "--device", "cuda"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        "rope-interp: error: --device cuda: no CUDA GPU is available here; use --device cpu."
+    ]
+
+
+def test_ablate_writes_parquet(tiny, tmp_path):
+    out = tmp_path / "sweep.parquet"
+    argv = ["ablate", "--out", str(out), "--tokens", "32", "--seq-len", "16", "--sweep",
+            "p-rope", "--p", "1,0.5", "--bootstrap", "10", "--no-attention", "--quiet"]  # fmt: skip
+    assert cli.main(argv) == 0
+    summary = pd.read_parquet(out)
+    assert list(summary.condition) == ["p-RoPE p=1", "p-RoPE p=0.5", "reversed p-RoPE p=0.5"]
+    assert summary.set_index("condition").loc["p-RoPE p=1", "delta_loss"] == 0
