@@ -35,32 +35,11 @@ def parser(description: str, tokens: int = 2048, seq_len: int = 256) -> argparse
     return p
 
 
-def tiny_model(seed: int = 0, **overrides):
+def tiny_model(seed: int = 0):
     """A 2-layer random rotary `HookedTransformer` (GPT-NeoX layout, 4 heads, 2 KV heads)."""
-    from transformer_lens import HookedTransformer, HookedTransformerConfig
+    from rope_interp.testing import make_model
 
-    fields = dict(
-        n_layers=2,
-        d_model=32,
-        n_ctx=64,
-        d_vocab=50,
-        n_heads=4,
-        d_head=8,
-        n_key_value_heads=2,
-        act_fn="silu",
-        normalization_type="RMS",
-        positional_embedding_type="rotary",
-        rotary_dim=8,
-        rotary_base=100,
-        default_prepend_bos=False,
-        seed=seed,
-        device="cpu",
-    )
-    fields.update(overrides)
-    torch.manual_seed(seed)
-    model = HookedTransformer(HookedTransformerConfig(**fields))
-    model.eval()
-    return model
+    return make_model("gqa", seed=seed)
 
 
 def tiny_corpus(model, n_windows: int = 4, seq_len: int = 32, seed: int = 0) -> Corpus:
