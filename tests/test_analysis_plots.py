@@ -71,3 +71,23 @@ def test_wrong_table_is_refused(tables):
         plots.plot_sinks(tables["usage"])
     with pytest.raises(RopeInterpError, match="No rows"):
         plots.plot_usage_map(tables["usage"], "q", layer=7)
+
+
+def test_offset_feature_bound_edges_follow_alpha_minus_sweep_on_the_log_axis():
+    import math
+
+    import numpy as np
+    import pandas as pd
+
+    from rope_interp.plots.analysis import plot_offset_features
+
+    table = pd.DataFrame(
+        {"alpha": [0.1, 2.0], "theta": [1e-4, 1e-2], "flagged": [False, True], "cycles": [0, 0]}
+    )
+    table.attrs["context"] = 256
+    edges = [trace for trace in plot_offset_features(table).data if trace.mode == "lines"]
+    assert len(edges) == 2
+    for trace, start in zip(edges, (math.pi / 2, -math.pi / 2), strict=True):
+        x, y = np.asarray(trace.x), np.asarray(trace.y)
+        assert x.min() > 0 and x.max() == pytest.approx(math.pi) and len(x) > 50
+        np.testing.assert_allclose(y, start - x)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
@@ -141,11 +142,11 @@ def plot_offset_features(table: pd.DataFrame) -> go.Figure:
                 name=name,
             )
         )
-    xs = [0.0, math.pi]
+    # The edges are straight lines α = α0 − x; on the log x axis they need many points (and x > 0).
+    low = max(float(sweep[sweep > 0].min()) if (sweep > 0).any() else 1e-3, 1e-6)
+    xs = np.geomspace(low, math.pi, 200)
     for y0, label in ((math.pi / 2, "α = π/2 − θ(L−1)"), (-math.pi / 2, "α = −π/2 − θ(L−1)")):
-        fig.add_trace(
-            go.Scatter(x=xs, y=[y0, y0 - math.pi], mode="lines", name=label, line={"dash": "dot"})
-        )
+        fig.add_trace(go.Scatter(x=xs, y=y0 - xs, mode="lines", name=label, line={"dash": "dot"}))
     fig.add_vline(x=math.pi, line_dash="dash", annotation_text="frequency bound θ(L−1) = π")
     fig.update_xaxes(type="log")
     fig.update_layout(
