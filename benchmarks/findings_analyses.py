@@ -31,6 +31,7 @@ from rope_interp.analysis import (
     phase_alignment,
     positional_heads,
 )
+from rope_interp.analysis.decay import reference_decay, score_decay
 from rope_interp.analysis.spectral import harmonic_candidates
 from rope_interp.data import load_corpus
 from rope_interp.models import load_model
@@ -53,8 +54,8 @@ def main() -> None:
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument(
         "--sections",
-        default="usage,positional,outliers,sinks,spectra,massive",
-        help="comma-separated subset of: usage,positional,outliers,sinks,spectra,massive",
+        default="usage,positional,outliers,sinks,spectra,massive,decay",
+        help="comma-separated subset of: usage,positional,outliers,sinks,spectra,massive,decay",
     )
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -99,8 +100,30 @@ def main() -> None:
     if "massive" in sections:
         tables["massive_values"] = mv = massive_values(model, batches(), top_k=4, progress=progress)
         print_massive(mv)
+    if "decay" in sections:
+        tables["reference_decay"] = ref = reference_decay(spec, 0, max_distance=L - 1)
+        tables["score_decay"], tables["score_decay_heads"] = curves, heads = score_decay(
+            model, batches(), progress=progress
+        )
+        print_decay(ref, heads)
     save(tables, args.out)
     print(f"total {time.time() - start:.0f} s")
+
+
+def print_decay(ref: pd.DataFrame, heads: pd.DataFrame) -> None:
+    print("\n== score against distance (Barbero et al.) ==")
+    ones = ref.set_index("distance")["ones"]
+    print(
+        f"all-ones score at Δ = 0, 8, {ones.index[-1]}: {ones.iloc[0]:.1f}, {ones.loc[8]:.1f}, "
+        f"{ones.iloc[-1]:.1f}"
+    )
+    z = (ref["gaussian_mean"].abs() / ref["gaussian_se"]).max()
+    print(f"independent Gaussian q, k: |mean| ≤ {z:.1f} standard errors at every Δ")
+    print(
+        f"trained model: Spearman(distance, mean score) < 0 in {(heads.spearman < 0).mean():.1%} "
+        f"of {len(heads)} heads (median {heads.spearman.median():.2f}); mean score near "
+        f"(Δ 1-8) {heads.near.mean():+.2f}, far (last quarter) {heads.far.mean():+.2f}"
+    )
 
 
 def print_usage(shares: pd.DataFrame) -> None:

@@ -7,8 +7,10 @@
 - `sinks`: attention sinks (Gu et al.) and the pairs that make them.
 - `spectral`: spectra of pair components, attention rows and MLP activations (Ruscio et al.).
 - `massive`: massive q/k values (Jin et al.) mapped to pairs.
+- `decay`: score against distance: RoPE's own (all-ones vs Gaussian) and a trained model's.
 """
 
+from rope_interp.analysis.decay import reference_decay, score_decay
 from rope_interp.analysis.massive import massive_values
 from rope_interp.analysis.outliers import bound_summary, offset_features
 from rope_interp.analysis.positional import PositionalHeads, positional_heads
@@ -36,4 +38,6 @@ __all__ = [
     "pair_spectra",
     "phase_alignment",
     "positional_heads",
+    "reference_decay",
+    "score_decay",
 ]
