@@ -15,12 +15,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import plotly.graph_objects as go  # noqa: E402
 from _common import load, parser, save  # noqa: E402
-from plotly.subplots import make_subplots  # noqa: E402
 
 from rope_interp.ablation import Intervention, position_shift, select_band  # noqa: E402
 from rope_interp.experiment import Condition, run_experiment  # noqa: E402
+from rope_interp.plots.ablation import phase_sweep_curves  # noqa: E402
 from rope_interp.spec import RotarySpec  # noqa: E402
 
 PHASES = (math.pi / 8, math.pi / 4, math.pi / 2, 3 * math.pi / 4, math.pi)
@@ -47,28 +46,9 @@ def run(model, corpus, fraction: float = 0.25, n_boot: int = 1000, progress: boo
     )
     per_condition = heads.groupby("condition", as_index=False)[["d_entropy", "d_max_weight"]].mean()
     table = result.summary.merge(per_condition, on="condition")
-    figure = make_subplots(
-        rows=1,
-        cols=3,
-        subplot_titles=("Δloss (nats/token)", "Δ attention entropy", "Δ max attention weight"),
+    figure = phase_sweep_curves(
+        table.dropna(subset=["band"]), title=f"Rotating the {k} highest / lowest pairs of q by φ"
     )
-    for band in ("high", "low"):
-        line = table[table.get("band") == band].sort_values("phi")
-        for col, metric in enumerate(("delta_loss", "d_entropy", "d_max_weight"), start=1):
-            figure.add_trace(
-                go.Scatter(
-                    x=line.phi,
-                    y=line[metric],
-                    mode="lines+markers",
-                    name=f"{band} band",
-                    legendgroup=band,
-                    showlegend=col == 1,
-                ),
-                row=1,
-                col=col,
-            )
-    figure.update_xaxes(title_text="φ (radians)")
-    figure.update_layout(title=f"Rotating the {k} highest / lowest pairs of q by φ")
     return {"figures": {"phase_shifts": figure}, "tables": {"summary": table}}
 
 

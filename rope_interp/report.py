@@ -1317,8 +1317,7 @@ def prope_section(ctx: ReportContext) -> Section:
 
 @section("ablation_phase", "Ablation: phase shifts")
 def phase_section(ctx: ReportContext) -> Section:
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
+    from rope_interp.plots.ablation import phase_sweep_curves
 
     result = _ablations(ctx)
     summary = result.summary
@@ -1326,39 +1325,8 @@ def phase_section(ctx: ReportContext) -> Section:
     part = summary[group == "phase"]
     effects = _head_effects(result.heads, list(part.condition))
     merged = part.merge(effects, on="condition", how="left")
-    figure = make_subplots(
-        rows=1,
-        cols=3,
-        subplot_titles=(
-            "Δloss (nats/token)",
-            "Δ attention entropy (nats)",
-            "Δ max attention weight",
-        ),
-    )
-    colors = {"high": "#1f77b4", "low": "#d62728"}
-    for end in ("high", "low"):
-        line = merged[merged.band == end].sort_values("phi")
-        zero = pd.DataFrame(
-            {"phi": [0.0], "delta_loss": [0.0], "d_entropy": [0.0], "d_max_weight": [0.0]}
-        )
-        line = pd.concat([zero, line], ignore_index=True)
-        for col, metric in enumerate(("delta_loss", "d_entropy", "d_max_weight"), start=1):
-            figure.add_trace(
-                go.Scatter(
-                    x=line.phi,
-                    y=line[metric],
-                    mode="lines+markers",
-                    name=f"{end} band",
-                    legendgroup=end,
-                    line={"color": colors[end]},
-                    showlegend=col == 1,
-                ),
-                row=1,
-                col=col,
-            )
-    figure.update_xaxes(title_text="φ (radians)")
-    figure.update_layout(
-        title="Rotating a quarter of the pairs of q by a constant angle φ", height=400
+    figure = phase_sweep_curves(
+        merged, title="Rotating a quarter of the pairs of q by a constant angle φ"
     )
     sanity = summary[group == "sanity"]
     prose = _SHARED_RUN

@@ -213,3 +213,23 @@ def test_cached_unembedding_forward_is_bit_identical(tiny_model):
         resid = tiny_model(tokens, stop_at_layer=1)
         assert torch.equal(forward(resid, 1), tiny_model(resid, start_at_layer=1))
         assert torch.equal(_Forward(tiny_model, fast=False)(tokens, 0), tiny_model(tokens))
+
+
+def test_phase_sweep_curves_start_at_the_origin():
+    import pandas as pd
+
+    from rope_interp.plots.ablation import phase_sweep_curves
+
+    table = pd.DataFrame(
+        {
+            "band": ["low", "high", "low"],
+            "phi": [3.0, 1.0, 1.0],
+            "delta_loss": [2.0, 0.5, 1.0],
+            "d_entropy": [0.1, 0.2, 0.3],
+            "d_max_weight": [-0.1, -0.2, -0.3],
+        }
+    )
+    figure = phase_sweep_curves(table)
+    assert len(figure.data) == 6  # 2 bands × 3 metrics
+    low_loss = next(t for t in figure.data if t.name == "low band" and t.xaxis == "x")
+    assert list(low_loss.x) == [0.0, 1.0, 3.0] and list(low_loss.y) == [0.0, 1.0, 2.0]

@@ -91,3 +91,43 @@ def head_metric_heatmap(
     )
     fig.update_layout(title=f"{label}: {condition}", xaxis_title="head", yaxis_title="layer")
     return fig
+
+
+def phase_sweep_curves(table: pd.DataFrame, title: str = "Phase shifts of q") -> go.Figure:
+    """Δloss, Δ attention entropy and Δ max weight against φ, one line per `band`, each
+    starting at the unablated origin (φ = 0, no change). Needs columns band, phi, delta_loss,
+    d_entropy, d_max_weight (one row per condition)."""
+    from plotly.subplots import make_subplots
+
+    metrics = ("delta_loss", "d_entropy", "d_max_weight")
+    _need(table, ["band", "phi", *metrics], "phase_sweep_curves")
+    figure = make_subplots(
+        rows=1,
+        cols=3,
+        subplot_titles=(
+            "Δloss (nats/token)",
+            "Δ attention entropy (nats)",
+            "Δ max attention weight",
+        ),
+    )
+    colors = {"high": "#1f77b4", "low": "#d62728"}
+    origin = pd.DataFrame({"phi": [0.0], **{metric: [0.0] for metric in metrics}})
+    for band in [b for b in ("high", "low") if b in set(table["band"])]:
+        line = pd.concat([origin, table[table["band"] == band].sort_values("phi")])
+        for col, metric in enumerate(metrics, start=1):
+            figure.add_trace(
+                go.Scatter(
+                    x=line["phi"],
+                    y=line[metric],
+                    mode="lines+markers",
+                    name=f"{band} band",
+                    legendgroup=band,
+                    line={"color": colors[band]},
+                    showlegend=col == 1,
+                ),
+                row=1,
+                col=col,
+            )
+    figure.update_xaxes(title_text="φ (radians)")
+    figure.update_layout(title=title, height=400)
+    return figure
