@@ -150,3 +150,21 @@ def check_offsets(offsets: Sequence[int]) -> list[int]:
     if not out or out[0] < 0:
         raise RopeInterpError(f"offsets must be non-negative integers (Δ = m − n), got {offsets}.")
     return out
+
+
+def pair_margin_rows(spec: RotarySpec, layer: int, head: int, score, margin, abs_total, **key):
+    """Rows (one per pair) of a head's per-pair score, margin and share of Σ|margin| — the
+    pair tables of `positional` and `sinks`; `key` adds columns such as the offset."""
+    return [
+        {
+            "layer": layer,
+            "head": head,
+            **key,
+            "pair": i,
+            "theta": float(spec.thetas[layer, i]),
+            "score": float(score[head, i]),
+            "margin": float(margin[head, i]),
+            "margin_fraction": float(margin[head, i] / abs_total[head]),
+        }
+        for i in range(spec.n_pairs)
+    ]

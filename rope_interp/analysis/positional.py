@@ -22,7 +22,13 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from rope_interp.analysis._common import bands, check_offsets, rotated_pass, spec_of
+from rope_interp.analysis._common import (
+    bands,
+    check_offsets,
+    pair_margin_rows,
+    rotated_pass,
+    spec_of,
+)
 
 
 @dataclass(frozen=True)
@@ -132,17 +138,5 @@ def positional_heads(
                         "qk_high_share": float(shares["qk"][h]),
                     }
                 )
-                for i in range(spec.n_pairs):
-                    pair_rows.append(
-                        {
-                            "layer": layer,
-                            "head": h,
-                            "offset": d,
-                            "pair": i,
-                            "theta": float(spec.thetas[layer, i]),
-                            "score": float(score[h, i]),
-                            "margin": float(margin[h, i]),
-                            "margin_fraction": float(margin[h, i] / abs_total[h]),
-                        }
-                    )
+                pair_rows += pair_margin_rows(spec, layer, h, score, margin, abs_total, offset=d)
     return PositionalHeads(pd.DataFrame(head_rows), pd.DataFrame(pair_rows))

@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from rope_interp.analysis._common import bands, rotated_pass, spec_of
+from rope_interp.analysis._common import bands, pair_margin_rows, rotated_pass, spec_of
 from rope_interp.errors import RopeInterpError
 
 
@@ -118,16 +118,5 @@ def attention_sinks(
                     "low_margin_fraction": float(margin[h, low].sum() / abs_total[h]),
                 }
             )
-            for i in range(spec.n_pairs):
-                pair_rows.append(
-                    {
-                        "layer": layer,
-                        "head": h,
-                        "pair": i,
-                        "theta": float(spec.thetas[layer, i]),
-                        "score": float(score[h, i]),
-                        "margin": float(margin[h, i]),
-                        "margin_fraction": float(margin[h, i] / abs_total[h]),
-                    }
-                )
+            pair_rows += pair_margin_rows(spec, layer, h, score, margin, abs_total)
     return AttentionSinks(pd.DataFrame(head_rows), pd.DataFrame(pair_rows))
