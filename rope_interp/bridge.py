@@ -36,7 +36,7 @@ import torch
 from torch import Tensor
 
 from rope_interp.capture import KINDS, RotaryCapture, hook_name
-from rope_interp.errors import RopeInterpError
+from rope_interp.errors import RopeInterpError, UnsupportedBridge
 from rope_interp.spec import Layout, RotarySpec, expected_thetas, pair_dims
 
 __all__ = [
@@ -55,10 +55,6 @@ _MAX_TABLE = 131_072
 _ROTATE_ATOL = 1e-5
 # Rope types whose θ_i rope-interp recomputes from the config (TransformerLens's formulas).
 _FORMULA_ROPE_TYPES = ("default", "linear", "llama3")
-
-
-class UnsupportedBridge(RopeInterpError):
-    """The bridge's architecture cannot be analysed (yet); the message names it and why."""
 
 
 def is_bridge(model: Any) -> bool:

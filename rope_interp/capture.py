@@ -21,15 +21,11 @@ from torch import Tensor
 from transformer_lens.hook_points import HookPoint
 from transformer_lens.utilities import get_act_name
 
-from rope_interp.errors import RopeInterpError
+from rope_interp.errors import HooksDidNotFire, RopeInterpError
 from rope_interp.spec import RotarySpec
 
 KINDS = ("q", "k", "rot_q", "rot_k")
 Hook = tuple[str, Callable[[Tensor, HookPoint], None]]
-
-
-class HooksDidNotFire(RopeInterpError):
-    """A capture hook was attached but the forward pass never reached it."""
 
 
 @dataclass

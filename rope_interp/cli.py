@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from rope_interp.errors import RopeInterpError
+from rope_interp.numbers import parse_numbers
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -280,20 +280,8 @@ def cmd_ablate(args: argparse.Namespace) -> None:
     )
 
 
-def _floats(value: str, option: str) -> list[float]:
-    import math
-
-    values = []
-    for part in _split(value) or []:
-        try:
-            if not re.fullmatch(r"[0-9.eE+\-*/ ()pi]+", part):
-                raise ValueError(part)
-            values.append(float(eval(part, {"__builtins__": {}}, {"pi": math.pi})))
-        except Exception:
-            raise RopeInterpError(
-                f"{option} takes comma-separated numbers (pi allowed, e.g. pi/4); got {part!r}."
-            ) from None
-    return values
+def _floats(value: str | None, option: str) -> list[float]:
+    return parse_numbers(value, option) if value else []
 
 
 def _split(value: str | None) -> list[str] | None:

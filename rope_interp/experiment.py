@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -47,6 +46,7 @@ from transformer_lens.hook_points import HookPoint
 from transformer_lens.utilities.activation_functions import apply_softcap
 
 from rope_interp.ablation import Intervention, hook_layers
+from rope_interp.atomic import atomic_write, atomic_write_text
 from rope_interp.capture import Hook
 from rope_interp.data import Corpus
 from rope_interp.errors import RopeInterpError
@@ -453,15 +453,12 @@ def _load(store: Path, name: str, key: str) -> dict | None:
 
 
 def _atomic_write_json(path: Path, record: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(record, default=_json_default))
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(record, default=_json_default))
 
 
 def _atomic_write_csv(path: Path, frame: pd.DataFrame) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    frame.to_csv(tmp, index=False)
-    os.replace(tmp, path)
+    with atomic_write(path) as tmp:
+        frame.to_csv(tmp, index=False)
 
 
 def _json_default(value):

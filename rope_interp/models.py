@@ -26,6 +26,7 @@ try:
 except ImportError:  # TransformerLens >= 4: TransformerBridge only (see rope_interp.bridge)
     HookedTransformer = HookedTransformerConfig = None
 
+from rope_interp.atomic import atomic_write, atomic_write_text
 from rope_interp.errors import RopeInterpError
 
 BUILTIN_MODEL = "smollm2-135m"
@@ -113,12 +114,11 @@ def load_gguf(
     if not (weights.is_file() and config_file.is_file() and tokenizer_dir.is_dir()):
         state_dict, cfg_dict, tokenizer = _convert_gguf(path)
         entry.mkdir(parents=True, exist_ok=True)
-        tmp = weights.with_suffix(".tmp")
-        # safetensors refuses tensors that share memory (tied embeddings): store copies.
-        save_file({k: v.contiguous().clone() for k, v in state_dict.items()}, str(tmp))
-        tmp.replace(weights)
+        with atomic_write(weights) as tmp:
+            # safetensors refuses tensors that share memory (tied embeddings): store copies.
+            save_file({k: v.contiguous().clone() for k, v in state_dict.items()}, str(tmp))
         tokenizer.save_pretrained(str(tokenizer_dir))
-        config_file.write_text(json.dumps(cfg_dict, indent=1))
+        atomic_write_text(config_file, json.dumps(cfg_dict, indent=1))
     cfg_dict = json.loads(config_file.read_text())
     tokenizer = _load_tokenizer(tokenizer_dir)
     state_dict = load_file(str(weights))

@@ -34,7 +34,8 @@ from typing import Any
 
 import pandas as pd
 
-from rope_interp.errors import RopeInterpError
+from rope_interp.atomic import atomic_write, atomic_write_text
+from rope_interp.errors import RopeInterpError, SectionUnavailable
 
 #: Tables longer than this show their first rows only (the full table goes to `tables_dir`).
 MAX_TABLE_ROWS = 300
@@ -118,10 +119,7 @@ class Report:
         path.parent.mkdir(parents=True, exist_ok=True)
         if tables_dir is not None:
             write_tables(self, tables_dir)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(self.to_html(), encoding="utf-8")
-        tmp.replace(path)
-        return path
+        return atomic_write_text(path, self.to_html())
 
 
 def write_tables(report: Report, directory: str | Path) -> list[Path]:
@@ -132,7 +130,8 @@ def write_tables(report: Report, directory: str | Path) -> list[Path]:
     for section in report.sections:
         for table in section.iter_tables():
             name = f"{_slug(section.title)}-{_slug(table.caption)}.csv"
-            table.frame.to_csv(directory / name, index=False)
+            with atomic_write(directory / name) as tmp:
+                table.frame.to_csv(tmp, index=False)
             written.append(directory / name)
     return written
 
@@ -538,10 +537,6 @@ def resolve_sections(names: Sequence[str] | None) -> list[str]:
             f"Unknown report section(s) {unknown}; choose from {', '.join(SECTION_BUILDERS)}."
         )
     return [n for n in SECTION_BUILDERS if n in names]
-
-
-class SectionUnavailable(RopeInterpError):
-    """A section's analysis module is not part of this installation."""
 
 
 def _module(name: str):

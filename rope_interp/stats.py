@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from rope_interp.atomic import atomic_write
 from rope_interp.capture import RotaryCapture, resolve_layers
 from rope_interp.errors import RopeInterpError
 from rope_interp.pairs import to_pairs
@@ -106,10 +107,8 @@ class PairStats:
             "sequences_seen": str(self.sequences_seen),
             "n_pairs": str(self.spec.n_pairs),
         }
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        save_file(tensors, str(tmp), metadata=meta)
-        tmp.replace(path)
+        with atomic_write(path) as tmp:
+            save_file(tensors, str(tmp), metadata=meta)
 
     @classmethod
     def load(cls, path: str | Path, spec: RotarySpec) -> PairStats:

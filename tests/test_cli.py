@@ -54,7 +54,7 @@ def test_subcommand_help(command, capsys):
         (["report", "--out", "report.pdf"], "--out must end in .html"),
         (["ablate", "--out", "x.txt"], "--out must end in .csv or .parquet"),
         (["ablate", "--out", "x.csv", "--sweep", "bands"], "Unknown ablation group"),
-        (["ablate", "--out", "x.csv", "--phi", "import os"], "--phi takes comma-separated"),
+        (["ablate", "--out", "x.csv", "--phi", "import os"], "--phi takes a number"),
         (["stats", "--out", "x.txt"], "--out must end in .safetensors"),
     ],
 )

@@ -1,0 +1,61 @@
+"""A small, safe parser for the numbers users type: `0.5`, `-pi/4`, `3*pi/8`, `1e-3`.
+
+No `eval`: the text is parsed with `ast` and only numbers, `pi`, `tau`, unary ±, and the four
+operators `+ - * /` are accepted; anything else (names, calls, powers) is refused with a
+message that says what is allowed. Results must be finite.
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+import operator
+
+from rope_interp.errors import RopeInterpError
+
+_CONSTANTS = {"pi": math.pi, "tau": math.tau}
+_BINARY = {
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Div: operator.truediv,
+}
+_UNARY = {ast.UAdd: operator.pos, ast.USub: operator.neg}
+_MAX_LENGTH = 64
+
+
+def parse_number(text: str, what: str = "value") -> float:
+    """`text` → a finite float; raises `RopeInterpError` naming `what` and the text otherwise."""
+    hint = (
+        f"{what} takes a number such as 0.5, 1e-3 or -pi/4 (+ - * / and pi allowed); got {text!r}"
+    )
+    text = text.strip()
+    if not text or len(text) > _MAX_LENGTH:
+        raise RopeInterpError(hint + ".")
+    try:
+        value = _evaluate(ast.parse(text, mode="eval").body)
+    except (SyntaxError, ValueError, ZeroDivisionError, OverflowError, TypeError):
+        raise RopeInterpError(hint + ".") from None
+    if not math.isfinite(value):
+        raise RopeInterpError(f"{what} must be finite; got {text!r}.")
+    return value
+
+
+def parse_numbers(text: str, what: str = "value") -> list[float]:
+    """Comma-separated numbers (each as `parse_number`); raises on an empty list."""
+    parts = [part for part in text.split(",") if part.strip()]
+    if not parts:
+        raise RopeInterpError(f"{what} takes comma-separated numbers (e.g. 0,pi/4); got {text!r}.")
+    return [parse_number(part, what) for part in parts]
+
+
+def _evaluate(node: ast.AST) -> float:
+    if isinstance(node, ast.Constant) and type(node.value) in (int, float):
+        return float(node.value)
+    if isinstance(node, ast.Name) and node.id in _CONSTANTS:
+        return _CONSTANTS[node.id]
+    if isinstance(node, ast.UnaryOp) and type(node.op) in _UNARY:
+        return _UNARY[type(node.op)](_evaluate(node.operand))
+    if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
+        return _BINARY[type(node.op)](_evaluate(node.left), _evaluate(node.right))
+    raise ValueError(f"not allowed: {ast.dump(node)}")
