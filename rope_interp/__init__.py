@@ -1,3 +1,135 @@
-"""rope-interp: see and test how language models use Rotary Positional Encodings."""
+"""rope-interp: see and test how language models use Rotary Positional Encodings.
+
+The names users type, in one place::
+
+    import rope_interp as ri
+
+    model = ri.load_model("smollm2-135m")          # or any rotary HookedTransformer
+    spec = ri.RotarySpec.from_model(model)
+    cap = ri.capture(model, tokens, layers=[3])
+    per_pair, pass_through = ri.score_contributions(cap.q(3), cap.k(3), spec, layer=3)
+
+Each name is imported from its module on first use (PEP 562), so `import rope_interp` stays
+cheap and importing one module never pulls in the others.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
+
+# public name -> module that defines it
+_EXPORTS = {
+    # models and corpora
+    "load_model": "rope_interp.models",
+    "load_corpus": "rope_interp.data",
+    "Corpus": "rope_interp.data",
+    # rotary geometry and pairs
+    "RotarySpec": "rope_interp.spec",
+    "to_pairs": "rope_interp.pairs",
+    "from_pairs": "rope_interp.pairs",
+    "pair_norms": "rope_interp.pairs",
+    "pair_angles": "rope_interp.pairs",
+    "expand_kv_heads": "rope_interp.pairs",
+    "score_contributions": "rope_interp.pairs",
+    # capture and statistics
+    "capture": "rope_interp.capture",
+    "from_cache": "rope_interp.capture",
+    "RotaryCapture": "rope_interp.capture",
+    "hook_name": "rope_interp.capture",
+    "collect_pair_stats": "rope_interp.stats",
+    "PairStats": "rope_interp.stats",
+    # interventions and experiments
+    "Intervention": "rope_interp.ablation",
+    "PairSelection": "rope_interp.ablation",
+    "select_pairs": "rope_interp.ablation",
+    "select_band": "rope_interp.ablation",
+    "select_random": "rope_interp.ablation",
+    "p_rope": "rope_interp.ablation",
+    "position_shift": "rope_interp.ablation",
+    "Condition": "rope_interp.experiment",
+    "ExperimentResult": "rope_interp.experiment",
+    "run_experiment": "rope_interp.experiment",
+    # the report
+    "build_report": "rope_interp.report",
+    # errors
+    "RopeInterpError": "rope_interp.errors",
+    "HooksDidNotFire": "rope_interp.errors",
+    "UnsupportedModel": "rope_interp.errors",
+}
+
+__all__ = [
+    "Condition",
+    "Corpus",
+    "ExperimentResult",
+    "HooksDidNotFire",
+    "Intervention",
+    "PairSelection",
+    "PairStats",
+    "RopeInterpError",
+    "RotaryCapture",
+    "RotarySpec",
+    "UnsupportedModel",
+    "build_report",
+    "capture",
+    "collect_pair_stats",
+    "expand_kv_heads",
+    "from_cache",
+    "from_pairs",
+    "hook_name",
+    "load_corpus",
+    "load_model",
+    "p_rope",
+    "pair_angles",
+    "pair_norms",
+    "position_shift",
+    "run_experiment",
+    "score_contributions",
+    "select_band",
+    "select_pairs",
+    "select_random",
+    "to_pairs",
+]
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'rope_interp' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])
+
+
+if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly
+    from rope_interp.ablation import (
+        Intervention,
+        PairSelection,
+        p_rope,
+        position_shift,
+        select_band,
+        select_pairs,
+        select_random,
+    )
+    from rope_interp.capture import RotaryCapture, capture, from_cache, hook_name
+    from rope_interp.data import Corpus, load_corpus
+    from rope_interp.errors import HooksDidNotFire, RopeInterpError, UnsupportedModel
+    from rope_interp.experiment import Condition, ExperimentResult, run_experiment
+    from rope_interp.models import load_model
+    from rope_interp.pairs import (
+        expand_kv_heads,
+        from_pairs,
+        pair_angles,
+        pair_norms,
+        score_contributions,
+        to_pairs,
+    )
+    from rope_interp.report import build_report
+    from rope_interp.spec import RotarySpec
+    from rope_interp.stats import PairStats, collect_pair_stats

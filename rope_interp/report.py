@@ -36,6 +36,7 @@ import pandas as pd
 
 from rope_interp.atomic import atomic_write, atomic_write_text
 from rope_interp.errors import RopeInterpError, SectionUnavailable
+from rope_interp.plots.export import write_images
 
 #: Tables longer than this show their first rows only (the full table goes to `tables_dir`).
 MAX_TABLE_ROWS = 300
@@ -108,6 +109,30 @@ class Report:
 
     def to_html(self) -> str:
         return render_html(self)
+
+    def _repr_html_(self) -> str:
+        """In a notebook: the title, metadata and each section's headline (not the figures;
+        `write()` the report and open the file for those)."""
+        rows = "".join(
+            f"<tr><th>{_esc(k)}</th><td>{_esc(v)}</td></tr>" for k, v in self.meta.items()
+        )
+        rows += "".join(
+            f"<tr><th>{_esc(s.title)}</th><td>{_esc(s.error or s.key_result)}</td></tr>"
+            for s in self.sections
+        )
+        return f"<b>{_esc(self.title)}</b> ({self.n_figures} figures)<table>{rows}</table>"
+
+    def named_figures(self) -> list[tuple[str, object]]:
+        """`(name, figure)` for every figure, named `<section>-<n>` in reading order."""
+        return [
+            (f"{_slug(section.title)}-{n + 1}", figure)
+            for section in self.sections
+            for n, figure in enumerate(section.figures)
+        ]
+
+    def write_figures(self, directory: str | Path, fmt: str = "png") -> list[Path]:
+        """Every figure as an image file (png, svg or pdf) in `directory`; returns the paths."""
+        return write_images(self.named_figures(), directory, fmt)
 
     def write(self, path: str | Path, tables_dir: str | Path | None = None) -> Path:
         """Write the HTML file (parent folders created); optionally every table as CSV."""
