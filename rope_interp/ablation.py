@@ -408,7 +408,8 @@ class Intervention:
                 mean = self._means[(kind, layer)].to(x.device)  # [head, d_head] float64
                 z, x_pass = to_pairs(mean, self.spec)
                 phasor = self.spec.phasors(layer, positions, torch.complex128).to(x.device)
-                rotated = from_pairs(z[None] * phasor[:, None, :], x_pass[None], self.spec)
+                x_pass = x_pass[None].expand(len(positions), *x_pass.shape)
+                rotated = from_pairs(z[None] * phasor[:, None, :], x_pass, self.spec)
                 return torch.where(dims, rotated[None].to(x.dtype), x)
             if self.mode == "phase":
                 z, x_pass = to_pairs(x, self.spec)
