@@ -14,8 +14,13 @@ hooks on exit, also after an exception:
 Where each mode acts (TransformerLens hook points of the attention layer):
 - "zero", "mean": on the pre-rotation q/k (`hook_q`, `hook_k`): the selected pair is set to 0
   or to its corpus mean vector μ (from `PairStats.mean_vectors`); the model then rotates it.
+  On models with a QK-norm or clip between `hook_q`/`hook_k` and the rotation (Qwen3, Gemma-3,
+  OLMo-2), an edit there would pass through the norm, so the same edit is made to the vector
+  that enters the rotation instead, at `hook_rot_q`/`hook_rot_k`: zero sets the rotated pair
+  to 0, mean sets it to μ rotated by the model's phasor at positions 0..n-1.
 - "nope": on the rotated q/k (`hook_rot_q`, `hook_rot_k`): the selected pair is replaced by its
-  pre-rotation value (stashed exactly at `hook_q`/`hook_k`), i.e. angle 0 at every position.
+  pre-rotation value (stashed exactly at `hook_q`/`hook_k` and mapped through the model's
+  QK-norm/clip where it has one), i.e. angle 0 at every position.
   Use side="both": NoPE on one side only leaves the other side's rotation in the score.
 - "phase": the rotated pair is multiplied by e^{iφ} (on q: α_i → α_i + φ; on both sides the
   shifts cancel in the score).
@@ -43,6 +48,7 @@ from jaxtyping import Bool
 from torch import Tensor
 from transformer_lens.hook_points import HookPoint
 
+from rope_interp.backends import backend_for
 from rope_interp.capture import Hook, hook_name, resolve_layers
 from rope_interp.errors import RopeInterpError
 from rope_interp.pairs import from_pairs, to_pairs
@@ -254,23 +260,14 @@ class Intervention:
             )
         if mode == "shift" and not isinstance(delta, int | np.integer):
             raise RopeInterpError(f"delta must be an integer number of positions, got {delta!r}.")
-        if mode in ("nope", "shift") and (
-            getattr(model.cfg, "use_qk_norm", False) or getattr(model.cfg, "clip_qkv", None)
-        ):
+        self.backend = backend_for(model)
+        if mode in ("nope", "phase", "shift") and not self.backend.rotated_hooks_fire():
             raise RopeInterpError(
-                f"mode={mode!r} needs the pre-rotation q/k as they enter the rotation; this model "
-                "normalizes or clips them after hook_q/hook_k. Use zero, mean or phase."
+                f"mode={mode!r} edits the rotated q/k, but this TransformerBridge "
+                f"({self.backend.architecture()}) never fires "
+                "hook_rot_q/hook_rot_k, so the intervention would do nothing. Use zero or "
+                "mean, or load the model as a HookedTransformer."
             )
-        if mode in ("nope", "phase", "shift"):
-            from rope_interp.bridge import architecture, rotated_hooks_fire
-
-            if not rotated_hooks_fire(model):
-                raise RopeInterpError(
-                    f"mode={mode!r} edits the rotated q/k, but this TransformerBridge "
-                    f"({architecture(model)}) never fires "
-                    "hook_rot_q/hook_rot_k, so the intervention would do nothing. Use zero or "
-                    "mean, or load the model as a HookedTransformer."
-                )
         self.selection = selection
         self.mode = mode
         self.side = side
@@ -370,7 +367,7 @@ class Intervention:
                 mask = self.selection.mask[layer] if kind == "q" else self._kv_masks[layer]
                 if not mask.any():
                     continue
-                if self.mode in ("zero", "mean"):
+                if self.mode in ("zero", "mean") and self.backend.pre_rotation_is_hooked(layer):
                     out.append((hook_name(kind, layer), self._pre_hook(kind, layer, mask)))
                 else:
                     if self.mode in ("nope", "shift"):
@@ -393,7 +390,7 @@ class Intervention:
 
     def _stash_hook(self, kind: str, layer: int) -> Callable:
         def hook(x: Tensor, hook: HookPoint) -> None:
-            self._stash[(kind, layer)] = x
+            self._stash[(kind, layer)] = self.backend.pre_rotation(kind, layer, x)
 
         return hook
 
@@ -404,6 +401,16 @@ class Intervention:
             if "dims" not in cache:
                 cache["dims"] = self._dim_mask(mask, x.device)
             dims = cache["dims"]
+            if self.mode == "zero":  # the rotation of a zero pair is zero
+                return x.masked_fill(dims, 0.0)
+            if self.mode == "mean":
+                positions = torch.arange(x.shape[1], device=x.device)
+                mean = self._means[(kind, layer)].to(x.device)  # [head, d_head] float64
+                z, x_pass = to_pairs(mean, self.spec)
+                phasor = self.spec.phasors(layer, positions, torch.complex128).to(x.device)
+                x_pass = x_pass[None].expand(len(positions), *x_pass.shape)
+                rotated = from_pairs(z[None] * phasor[:, None, :], x_pass, self.spec)
+                return torch.where(dims, rotated[None].to(x.dtype), x)
             if self.mode == "phase":
                 z, x_pass = to_pairs(x, self.spec)
                 rotor = torch.polar(torch.tensor(1.0), torch.tensor(self.phi)).to(x.device)

@@ -9,6 +9,10 @@ Three ways in, mirroring TransformerLens:
 
 Keys under grouped-query attention stay per KV head (`pairs.expand_kv_heads` maps them to query
 heads). A requested hook that never fired raises `HooksDidNotFire` instead of returning nothing.
+
+"q"/"k" are what enters the rotation: on QK-norm models (Qwen3, Gemma-3, OLMo-2) and models
+that clip q/k, that is the model's norm/clamp applied to `hook_q`/`hook_k` (the model's backend,
+`rope_interp.backends`, says where and how each kind is read; `from_cache` reads the same way).
 """
 
 from __future__ import annotations
@@ -19,12 +23,12 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 from transformer_lens.hook_points import HookPoint
-from transformer_lens.utilities import get_act_name
 
+from rope_interp.backends import KINDS, backend_for, hook_name
 from rope_interp.errors import HooksDidNotFire, RopeInterpError
 from rope_interp.spec import RotarySpec
 
-KINDS = ("q", "k", "rot_q", "rot_k")
+__all__ = ["KINDS", "Captured", "RotaryCapture", "capture", "from_cache", "hook_name"]
 Hook = tuple[str, Callable[[Tensor, HookPoint], None]]
 
 
@@ -58,13 +62,6 @@ class Captured:
         return self[("rot_k", layer)]
 
 
-def hook_name(kind: str, layer: int) -> str:
-    """TransformerLens hook name for a kind ("q", "k", "rot_q", "rot_k") at a layer."""
-    if kind not in KINDS:
-        raise RopeInterpError(f"kind must be one of {KINDS}, got {kind!r}.")
-    return get_act_name(kind, layer)
-
-
 def resolve_layers(spec: RotarySpec, layers: int | Iterable[int] | None) -> list[int]:
     """`None` → all layers; an int or iterable → validated, sorted, de-duplicated list."""
     if layers is None:
@@ -87,14 +84,11 @@ class RotaryCapture:
         on_capture: if given, called as `on_capture(kind, layer, tensor)` instead of storing
             (streaming use: nothing is kept).
         device: where stored tensors go (default: stay where they are).
+
+    Attributes:
+        derived: kinds read at another hook and computed from it (a bridge whose rotated hooks
+            do not fire: rot_q/rot_k are rotated from hook_q/hook_k at positions 0..n-1).
     """
-
-    def __new__(cls, model, *args, **kwargs):
-        from rope_interp.bridge import BridgeRotaryCapture, is_bridge
-
-        if cls is RotaryCapture and is_bridge(model):
-            cls = BridgeRotaryCapture  # TransformerLens 4.x TransformerBridge
-        return super().__new__(cls)
 
     def __init__(
         self,
@@ -110,6 +104,17 @@ class RotaryCapture:
         for kind in kinds:
             hook_name(kind, 0)
         self.kinds = tuple(kinds)
+        backend = backend_for(model)
+        self._points = {
+            (kind, layer): backend.read_point(kind, layer)
+            for layer in self.layers
+            for kind in self.kinds
+        }
+        self.derived = tuple(
+            kind
+            for kind in self.kinds
+            if any(self._points[(kind, i)].hook != hook_name(kind, i) for i in self.layers)
+        )
         self.on_capture = on_capture
         self.device = device
         self.captured = Captured()
@@ -119,14 +124,17 @@ class RotaryCapture:
     def hooks(self) -> list[Hook]:
         """`(name, fn)` pairs for `run_with_hooks(fwd_hooks=...)` or `model.hooks(...)`."""
         return [
-            (hook_name(kind, layer), self._make_hook(kind, layer))
+            (self._points[(kind, layer)].hook, self._make_hook(kind, layer))
             for layer in self.layers
             for kind in self.kinds
         ]
 
     def _make_hook(self, kind: str, layer: int):
+        point = self._points[(kind, layer)]
+
         def hook(tensor: Tensor, hook: HookPoint) -> None:
             self._fired.add((kind, layer))
+            tensor = point.read(tensor.detach())
             if self.on_capture is not None:
                 self.on_capture(kind, layer, tensor.detach())
             else:
@@ -210,4 +218,12 @@ def from_cache(
             f"{' ...' if len(missing) > 4 else ''}. Run run_with_cache with a names_filter that "
             "includes them (rope_interp.capture.hook_name gives the names)."
         )
-    return Captured({key: cache[name] for key, name in wanted.items()})
+    model = getattr(cache, "model", None)
+    if model is None:
+        return Captured({key: cache[name] for key, name in wanted.items()})
+    backend = backend_for(model)
+    out = {}
+    for kind, layer in wanted:
+        point = backend.read_point(kind, layer)
+        out[(kind, layer)] = point.read(cache[point.hook])
+    return Captured(out)

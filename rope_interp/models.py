@@ -1,5 +1,6 @@
 """Loading rotary models as `HookedTransformer`s: the built-in SmolLM2-135M, local GGUF files of
-Llama-family models, and TransformerLens's official model names.
+Llama-family models, local Hugging Face checkpoint directories (`rope_interp.checkpoints`), and
+TransformerLens's official model names.
 
 GGUF models are dequantized by transformers' GGUF loader, converted with TransformerLens's own
 Llama converter with no layer-norm folding (so q/k are the model's real ones), and cached as
@@ -27,6 +28,7 @@ except ImportError:  # TransformerLens >= 4: TransformerBridge only (see rope_in
     HookedTransformer = HookedTransformerConfig = None
 
 from rope_interp.atomic import atomic_write, atomic_write_text
+from rope_interp.checkpoints import is_checkpoint_dir, load_checkpoint
 from rope_interp.errors import RopeInterpError
 
 BUILTIN_MODEL = "smollm2-135m"
@@ -67,15 +69,23 @@ def load_model(
     name: str = BUILTIN_MODEL,
     device: str | torch.device | None = None,
     dtype: torch.dtype | str = torch.float32,
+    n_ctx: int | None = None,
+    n_devices: int = 1,
     **from_pretrained_kwargs: Any,
 ) -> HookedTransformer:
     """Load a rotary model as a `HookedTransformer`.
 
     Args:
         name: `"smollm2-135m"` (built in, offline), a path to a local `.gguf` file of a
-            Llama-family model, or a TransformerLens official model name (needs hub access).
+            Llama-family model, a local Hugging Face checkpoint directory (config.json +
+            safetensors; see `rope_interp.checkpoints`), or a TransformerLens official model
+            name (needs hub access).
         device: e.g. `"cpu"`, `"cuda"`; default: CUDA if available, else CPU.
         dtype: parameter dtype (`torch.float32`, `"bfloat16"`, ...).
+        n_ctx: context length to build the model with (TransformerLens caps some models, e.g.
+            Llama-3.2 at 2048, below what they were trained for); default: the model's own.
+        n_devices: split the layers over this many devices (checkpoint directories and
+            official names).
     """
     if HookedTransformer is None:
         raise RopeInterpError(
@@ -83,18 +93,58 @@ def load_model(
             "transformer-lens<4, or wrap your model in a TransformerBridge and pass it directly."
         )
     dtype = _as_dtype(dtype)
+    if n_ctx is not None and (not isinstance(n_ctx, int) or n_ctx < 1):
+        raise RopeInterpError(f"n_ctx must be a positive number of tokens, got {n_ctx!r}.")
+    if not isinstance(n_devices, int) or n_devices < 1:
+        raise RopeInterpError(f"n_devices must be a positive integer, got {n_devices!r}.")
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if name.lower() == BUILTIN_MODEL:
-        return load_gguf(builtin_gguf_path(), device=device, dtype=dtype)
-    if name.lower().endswith(".gguf"):
-        path = Path(name).expanduser()
+    if is_checkpoint_dir(name):
+        return load_checkpoint(name, device=device, dtype=dtype, n_ctx=n_ctx, n_devices=n_devices)
+    if name.lower() == BUILTIN_MODEL or name.lower().endswith(".gguf"):
+        if n_ctx is not None or n_devices != 1:
+            raise RopeInterpError(
+                "n_ctx and n_devices apply to checkpoint directories and official names; a GGUF "
+                "model is built with its own context on one device."
+            )
+        path = builtin_gguf_path() if name.lower() == BUILTIN_MODEL else Path(name).expanduser()
         if not path.is_file():
             raise RopeInterpError(f"GGUF file not found: {path}")
-        return load_gguf(path, device=device, dtype=dtype)
+        return _without_start_token(load_gguf(path, device=device, dtype=dtype))
+    _check_official(name)
+    if n_ctx is not None:
+        from_pretrained_kwargs["n_ctx"] = n_ctx
     with _quiet():
         return HookedTransformer.from_pretrained(
-            name, device=device, dtype=dtype, **from_pretrained_kwargs
+            name, device=device, dtype=dtype, n_devices=n_devices, **from_pretrained_kwargs
         )
+
+
+def _without_start_token(model: HookedTransformer) -> HookedTransformer:
+    """Llama-family GGUF tokenizers add no start token, but TransformerLens swaps in a copy that
+    does; switch it off so `model.tokenizer(text)` gives the model's own tokens (also for
+    tokenizers read from caches written before this fix). `to_tokens(prepend_bos=True)` still
+    prepends one."""
+    tokenizer = model.tokenizer
+    if tokenizer is not None and not model.cfg.default_prepend_bos:
+        if getattr(tokenizer, "add_bos_token", False):
+            tokenizer.add_bos_token = False
+        model.cfg.tokenizer_prepends_bos = len(tokenizer.encode("")) > 0
+    return model
+
+
+def _check_official(name: str) -> None:
+    """One line instead of TransformerLens's list of every official name."""
+    from transformer_lens.loading_from_pretrained import get_official_model_name
+
+    try:
+        get_official_model_name(name)
+    except ValueError:
+        hint = " (no such directory)" if ("/" in name or os.sep in name) else ""
+        raise RopeInterpError(
+            f"Unknown model {name!r}{hint}: rope-interp accepts 'smollm2-135m', a .gguf file, "
+            "a local Hugging Face checkpoint directory (config.json + safetensors), or a "
+            "TransformerLens official model name."
+        ) from None
 
 
 def load_gguf(

@@ -10,15 +10,15 @@ from __future__ import annotations
 import math
 import weakref
 from dataclasses import dataclass, field
-from typing import Literal
 
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from rope_interp.backends import Layout, backend_for, expected_thetas, pair_dims
 from rope_interp.errors import RopeInterpError
 
-Layout = Literal["half", "interleaved"]
+__all__ = ["Layout", "RotarySpec", "expected_thetas", "first_partial_pair", "pair_dims"]
 # Relative tolerance for "buffers agree with the config formula": float32 buffers give ~1e-6.
 _THETA_RTOL = 1e-3
 
@@ -50,11 +50,11 @@ class RotarySpec:
     @classmethod
     def from_model(cls, model, check_config: bool = True) -> RotarySpec:
         """Read the spec from a `HookedTransformer` (or a `TransformerBridge`) with rotary
-        attention."""
-        from rope_interp.bridge import is_bridge, spec_from_bridge
-
-        if is_bridge(model):
-            return spec_from_bridge(model, check_config=check_config)
+        attention; a model that cannot be decomposed exactly raises `UnsupportedModel`."""
+        backend = backend_for(model)
+        backend.check_decomposable()
+        if backend.name == "bridge":
+            return cls(**backend.geometry(check_config=check_config))
         key = _buffer_key(model, check_config)
         cached = _SPEC_CACHE.get(model)
         if cached is not None and cached[0] == key:
@@ -66,12 +66,6 @@ class RotarySpec:
     @classmethod
     def _read(cls, model, check_config: bool) -> RotarySpec:
         cfg = model.cfg
-        if getattr(cfg, "positional_embedding_type", None) != "rotary":
-            raise RopeInterpError(
-                f"This model has no rotary attention (positional_embedding_type="
-                f"{getattr(cfg, 'positional_embedding_type', None)!r}); rope-interp needs a "
-                "model with rotary embeddings, e.g. Llama, Pythia, Gemma, Qwen or SmolLM2."
-            )
         rotary_dim = int(cfg.rotary_dim)
         layout: Layout = "interleaved" if cfg.rotary_adjacent_pairs else "half"
         dims = pair_dims(rotary_dim, layout)
@@ -91,7 +85,7 @@ class RotarySpec:
                 None,
             )
             if shared is None:
-                cos_a, sin_a = _pair_tables(attn, rotary_dim, cfg, dims, layer, layout)
+                cos_a, sin_a = _pair_tables(model, layer, dims, layout)
                 theta = torch.atan2(sin_a[1].double(), cos_a[1].double())
                 shared = (raw_cos, raw_sin, cos_a, sin_a, theta)
                 seen.append(shared)
@@ -199,63 +193,9 @@ class RotarySpec:
         )
 
 
-def pair_dims(rotary_dim: int, layout: Layout) -> Int[Tensor, "pair 2"]:
-    """Pair i's two dims: (i, i + rotary_dim/2) half-split, (2i, 2i+1) interleaved."""
-    if rotary_dim % 2:
-        raise RopeInterpError(f"rotary_dim must be even, got {rotary_dim}.")
-    n = rotary_dim // 2
-    i = torch.arange(n)
-    if layout == "half":
-        return torch.stack([i, i + n], dim=1)
-    if layout == "interleaved":
-        return torch.stack([2 * i, 2 * i + 1], dim=1)
-    raise RopeInterpError(f"layout must be 'half' or 'interleaved', got {layout!r}.")
-
-
 def first_partial_pair(rotary_dim: int, base: float, context: int) -> int:
     """Closed form: ⌈(rotary_dim/2)·ln(L/2π)/ln(base)⌉, the first pair with θ_i·L < 2π."""
     return math.ceil((rotary_dim / 2) * math.log(context / (2 * math.pi)) / math.log(base))
-
-
-def expected_thetas(
-    cfg, rotary_dim: int, base: float, attn_type: str | None = None
-) -> Float[Tensor, "pair"]:
-    """θ_i from the config's formula, in float64, written independently of TransformerLens."""
-    i = torch.arange(rotary_dim // 2, dtype=torch.float64)
-    inv_freq = base ** (-2 * i / rotary_dim)
-    if getattr(cfg, "use_NTK_by_parts_rope", False):
-        factor = cfg.NTK_by_parts_factor
-        low_wl = cfg.NTK_original_ctx_len / cfg.NTK_by_parts_low_freq_factor
-        high_wl = cfg.NTK_original_ctx_len / cfg.NTK_by_parts_high_freq_factor
-        wavelen = 2 * math.pi / inv_freq
-        smooth = (cfg.NTK_original_ctx_len / wavelen - cfg.NTK_by_parts_low_freq_factor) / (
-            cfg.NTK_by_parts_high_freq_factor - cfg.NTK_by_parts_low_freq_factor
-        )
-        blended = (1 - smooth) * inv_freq / factor + smooth * inv_freq
-        return torch.where(
-            wavelen > low_wl, inv_freq / factor, torch.where(wavelen < high_wl, inv_freq, blended)
-        )
-    use_yarn = getattr(cfg, "use_yarn_rope", False) and not (
-        getattr(cfg, "yarn_global_attn_only", False) and attn_type == "local"
-    )
-    if use_yarn:
-        orig = cfg.yarn_original_max_position_embeddings
-
-        def correction_dim(rotations: float) -> float:
-            return rotary_dim * math.log(orig / (rotations * 2 * math.pi)) / (2 * math.log(base))
-
-        low, high = correction_dim(cfg.yarn_beta_fast), correction_dim(cfg.yarn_beta_slow)
-        if cfg.yarn_truncate:
-            low, high = math.floor(low), math.ceil(high)
-        low, high = max(low, 0), min(high, rotary_dim - 1)
-        if low == high:
-            high += 0.001
-        ramp = ((i - low) / (high - low)).clamp(0, 1)
-        return inv_freq / cfg.yarn_factor * ramp + inv_freq * (1 - ramp)
-    scaling = getattr(cfg, "rotary_scaling_factor", 1.0)
-    if scaling != 1.0 and attn_type != "local":
-        inv_freq = inv_freq / scaling
-    return inv_freq
 
 
 # Specs already read, per model; reused while its rotary buffers are the same tensors, unmodified.
@@ -277,9 +217,9 @@ def _buffer_key(model, check_config: bool) -> tuple:
     return (check_config, fields, tuple((b.data_ptr(), b._version, b.shape) for b in buffers))
 
 
-def _pair_tables(attn, rotary_dim: int, cfg, dims: Tensor, layer: int, layout: str):
+def _pair_tables(model, layer: int, dims: Tensor, layout: str):
     """Pair-indexed `[n_ctx, n_pairs]` cos and sin of one layer, checked against the layout."""
-    cos_buf, sin_buf = _full_tables(attn, rotary_dim, cfg)
+    cos_buf, sin_buf = backend_for(model).rotary_tables(layer)
     cos_a, sin_a = cos_buf[:, dims[:, 0]], sin_buf[:, dims[:, 0]]
     if not (
         torch.equal(cos_a, cos_buf[:, dims[:, 1]]) and torch.equal(sin_a, sin_buf[:, dims[:, 1]])
@@ -289,24 +229,6 @@ def _pair_tables(attn, rotary_dim: int, cfg, dims: Tensor, layer: int, layout: s
             f"{layout!r} layout; the model's rotary_adjacent_pairs setting looks wrong."
         )
     return cos_a, sin_a
-
-
-def _full_tables(attn, rotary_dim: int, cfg) -> tuple[Tensor, Tensor]:
-    """The layer's cos/sin for every position up to n_ctx (TransformerLens caches only the
-    first 2048 rows and extends them lazily with the same function)."""
-    cos, sin = attn.rotary_cos.detach(), attn.rotary_sin.detach()
-    if cos.shape[0] < cfg.n_ctx:
-        sin_full, cos_full = attn.calculate_sin_cos_rotary(
-            rotary_dim, cfg.n_ctx, base=attn._rotary_base(), dtype=cos.dtype
-        )
-        cos_full, sin_full = cos_full.to(cos.device), sin_full.to(sin.device)
-        if not (torch.equal(cos_full[: len(cos)], cos) and torch.equal(sin_full[: len(sin)], sin)):
-            raise RopeInterpError(
-                "The model's rotary_cos/rotary_sin buffers differ from what its own "
-                "calculate_sin_cos_rotary produces; were they edited in place?"
-            )
-        cos, sin = cos_full, sin_full
-    return cos, sin
 
 
 def _check_thetas(layer: int, measured: Tensor, expected: Tensor) -> None:

@@ -45,8 +45,28 @@ FIXTURES: dict[str, dict] = {
 }
 
 
+# Variants with something between hook_q/hook_k and the rotation, or after the scores; kept
+# out of FIXTURES (where hook_q is what gets rotated) and tested in tests/test_backends.py.
+VARIANTS: dict[str, dict] = {
+    # Qwen3 / Gemma-3: per-head RMS norm of q and k before RoPE, with GQA.
+    "qk_norm": dict(
+        n_heads=4, d_head=8, rotary_dim=8, n_key_value_heads=2, rotary_base=500, use_qk_norm=True
+    ),
+    # OLMo-2: RMS norm over the whole q/k projection (all heads at once) before RoPE.
+    "olmo2_norm": dict(
+        n_heads=4, d_head=8, rotary_dim=8, rotary_base=500, original_architecture="Olmo2ForCausalLM"
+    ),
+    # OLMo-1 style clamp of q/k/v before RoPE, partial rotary.
+    "clip_qkv": dict(n_heads=2, d_head=16, rotary_dim=8, rotary_base=1000, clip_qkv=0.3),
+    # Gemma-2: tanh soft-cap of the attention logits (a small cap so that it bites).
+    "soft_cap": dict(
+        n_heads=2, d_head=16, rotary_dim=16, rotary_base=100, attn_scores_soft_cap=2.0
+    ),
+}
+
+
 def make_config(name: str, **overrides) -> HookedTransformerConfig:
-    fields = {**_BASE, **FIXTURES[name], **overrides}
+    fields = {**_BASE, **{**FIXTURES, **VARIANTS}[name], **overrides}
     return HookedTransformerConfig(**fields)
 
 

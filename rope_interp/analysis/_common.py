@@ -10,7 +10,8 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from rope_interp.capture import hook_name, resolve_layers
+from rope_interp.backends import backend_for
+from rope_interp.capture import resolve_layers
 from rope_interp.errors import RopeInterpError
 from rope_interp.pairs import expand_kv_heads, to_pairs
 from rope_interp.spec import RotarySpec
@@ -65,7 +66,9 @@ def rotated_pass(
     the attention pattern `[batch, head, qpos, kpos]` (float64), the *rotated* complex pairs
     zq, zk `[batch, pos, head, pair]` (complex128, keys expanded to query heads, divided by
     √attn_scale each so that Re(zq[m]·conj(zk[n])) summed over pairs plus q_pass·k_pass is the
-    score `hook_attn_scores`), and the pass-through dims `[batch, pos, head, n_pass]`.
+    score `hook_attn_scores`, before the soft-cap on soft-capped models such as Gemma-2), and
+    the pass-through dims `[batch, pos, head, n_pass]`. q and k are what enters the rotation
+    (after the QK-norm on QK-norm models), read where the model's backend says.
 
     Per-pair score terms are then Re(zq[m]·conj(zk[n])), exactly the terms of
     `pairs.score_contributions` (the tests check this), but sums over keys can be taken with
@@ -75,6 +78,7 @@ def rotated_pass(
     spec = spec_of(model)
     chosen = resolve_layers(spec, layers)
     root = math.sqrt(spec.attn_scale)
+    backend = backend_for(model)
 
     def hooks_for():
         store: dict = {}
@@ -82,7 +86,7 @@ def rotated_pass(
         for layer in chosen:
 
             def keep(tensor, hook, kind=None, layer=layer):
-                store[(kind, layer)] = tensor.detach()
+                store[(kind, layer)] = backend.read_point(kind, layer).read(tensor.detach())
 
             def pattern_hook(tensor, hook, layer=layer):
                 q, k = store.pop(("q", layer)), store.pop(("k", layer))
@@ -100,8 +104,8 @@ def rotated_pass(
                     k_pass.double() / root,
                 )
 
-            hooks.append((hook_name("q", layer), _partial(keep, "q")))
-            hooks.append((hook_name("k", layer), _partial(keep, "k")))
+            hooks.append((backend.read_point("q", layer).hook, _partial(keep, "q")))
+            hooks.append((backend.read_point("k", layer).hook, _partial(keep, "k")))
             hooks.append((f"blocks.{layer}.attn.hook_pattern", pattern_hook))
         return hooks
 

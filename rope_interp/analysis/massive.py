@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from rope_interp.analysis._common import batch_list, run_hooks, spec_of
+from rope_interp.backends import backend_for
 from rope_interp.capture import resolve_layers
 from rope_interp.errors import RopeInterpError
 
@@ -55,17 +56,22 @@ def massive_values(
         raise RopeInterpError(f"top_k must lie in 1..{spec.d_head}, got {top_k}.")
     acc: dict[tuple[str, int], Tensor] = {}
     seqs = {"n": 0}
+    backend = backend_for(model)
 
     def hooks_for():
         hooks = []
         for layer in chosen:
             for kind in kinds:
 
-                def fn(tensor, hook, kind=kind, layer=layer):
-                    norm = tensor.detach().double().square().sum(1).sqrt()  # [b, head, d_head]
+                # q/k: what enters the rotation (after a QK-norm where the model has one).
+                point = backend.read_point(kind, layer) if kind != "v" else None
+
+                def fn(tensor, hook, kind=kind, layer=layer, point=point):
+                    x = tensor.detach() if point is None else point.read(tensor.detach())
+                    norm = x.double().square().sum(1).sqrt()  # [b, head, d_head]
                     acc[(kind, layer)] = acc.get((kind, layer), 0) + norm.sum(0).cpu()
 
-                hooks.append((f"blocks.{layer}.attn.hook_{kind}", fn))
+                hooks.append((point.hook if point else f"blocks.{layer}.attn.hook_v", fn))
         return hooks
 
     batches = batch_list(batches)

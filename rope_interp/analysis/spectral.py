@@ -22,7 +22,8 @@ from jaxtyping import Complex, Float
 from torch import Tensor
 
 from rope_interp.analysis._common import batch_list, run_hooks, spec_of
-from rope_interp.capture import hook_name, resolve_layers
+from rope_interp.backends import backend_for
+from rope_interp.capture import resolve_layers
 from rope_interp.errors import RopeInterpError
 from rope_interp.pairs import to_pairs
 
@@ -178,8 +179,10 @@ def pair_spectra(
         for layer in chosen:
             for kind in kinds:
 
-                def fn(tensor, hook, kind=kind, layer=layer):
-                    z = to_pairs(tensor.detach().double(), spec)[0]  # [b, pos, head, pair]
+                point = backend_for(model).read_point(kind, layer)  # after any QK-norm
+
+                def fn(tensor, hook, kind=kind, layer=layer, point=point):
+                    z = to_pairs(point.read(tensor.detach()).double(), spec)[0]  # [b,pos,h,pair]
                     pos = torch.arange(z.shape[1], device=z.device)
                     z = z * spec.phasors(layer, pos, torch.complex128)[None, :, None]
                     freqs, power = complex_spectrum(z.permute(0, 2, 3, 1))
@@ -188,7 +191,7 @@ def pair_spectra(
                     total = power.sum(0).cpu()
                     acc[(kind, layer)] = acc.get((kind, layer), 0) + total
 
-                hooks.append((hook_name(kind, layer), fn))
+                hooks.append((point.hook, fn))
         return hooks
 
     batches = batch_list(batches)
@@ -371,8 +374,10 @@ def phase_alignment(
         hooks = []
         for layer in chosen:
 
-            def q_fn(tensor, hook, layer=layer):
-                z = to_pairs(tensor.detach().double(), spec)[0]
+            point = backend_for(model).read_point("q", layer)  # after any QK-norm
+
+            def q_fn(tensor, hook, layer=layer, point=point):
+                z = to_pairs(point.read(tensor.detach()).double(), spec)[0]
                 pos = torch.arange(z.shape[1], device=z.device)
                 z = z * spec.phasors(layer, pos, torch.complex128)[None, :, None]
                 r = z.sum(-1).abs() / z.abs().sum(-1).clamp(min=1e-300)  # [b, pos, head]
@@ -381,7 +386,7 @@ def phase_alignment(
             def mlp_fn(tensor, hook, layer=layer):
                 mag[layer].append(tensor.detach().double().abs().mean(-1).flatten().cpu())
 
-            hooks.append((hook_name("q", layer), q_fn))
+            hooks.append((point.hook, q_fn))
             hooks.append((f"blocks.{layer}.mlp.hook_post", mlp_fn))
         return hooks
 

@@ -1,4 +1,4 @@
-"""TransformerLens 4.x `TransformerBridge` support: the rotary spec and q/k capture.
+"""TransformerLens 4.x `TransformerBridge` backend: rotary geometry, hook names and q/k read points.
 
 A bridge wraps a transformers model (`bridge.original_model`) or a TL-native one
 (`TransformerBridge.boot_native`). Its config's rotary fields can be wrong (TL 4.3.0 reports
@@ -16,8 +16,10 @@ forward pass (4 tokens) finds out which hooks fire; where the rotated ones do no
 cos/sin (`pairs.rotate`, positions 0..n-1: no left padding, no KV cache). Where the rotated
 hooks do fire, the probe also checks that they equal `rotate(q)`, so a wrong spec cannot pass.
 
-    spec = RotarySpec.from_model(bridge)           # dispatches to spec_from_bridge
-    captured = capture(bridge, tokens, layers=[0]) # RotaryCapture(bridge) is a BridgeRotaryCapture
+    spec = RotarySpec.from_model(bridge)           # asks backend_for(bridge).geometry()
+    captured = capture(bridge, tokens, layers=[0]) # read points from BridgeBackend.read_point
+
+Nothing here imports HookedTransformer, so the module loads under TransformerLens 4.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import inspect
 import math
 import sys
 import weakref
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
@@ -35,18 +37,18 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from rope_interp.capture import KINDS, RotaryCapture, hook_name
+from rope_interp.backends._geometry import Layout, expected_thetas, pair_dims, rotate_by_tables
+from rope_interp.backends.base import KINDS, Backend, ReadPoint, hook_name
 from rope_interp.errors import RopeInterpError, UnsupportedBridge
-from rope_interp.spec import Layout, RotarySpec, expected_thetas, pair_dims
 
 __all__ = [
-    "BridgeRotaryCapture",
+    "BridgeBackend",
     "BridgeSupport",
     "UnsupportedBridge",
     "bridge_support",
     "is_bridge",
     "rotated_hooks_fire",
-    "spec_from_bridge",
+    "bridge_geometry",
 ]
 
 # Longest cos/sin table built (positions); longer contexts get the first _MAX_TABLE rows.
@@ -91,8 +93,8 @@ class _Rotary:
     base: float | None
 
 
-def spec_from_bridge(bridge: Any, check_config: bool = True) -> RotarySpec:
-    """Read a `RotarySpec` from a `TransformerBridge`.
+def bridge_geometry(bridge: Any, check_config: bool = True) -> dict[str, Any]:
+    """Read a `TransformerBridge`'s rotary geometry: the fields of a `RotarySpec`.
 
     The frequencies are the angles of the cos/sin the wrapped model's rotary module produces;
     they are checked against the module's `inv_freq` always and, with `check_config`, against
@@ -126,7 +128,7 @@ def spec_from_bridge(bridge: Any, check_config: bool = True) -> RotarySpec:
         _check_close(theta, expected, arch, f"the config's {rotary.rope_type!r} RoPE formula")
     layout = _detect_layout(rotary, cos_p, sin_p, arch)
     n_layers = dims["n_layers"]
-    return RotarySpec(
+    return dict(
         n_layers=n_layers,
         n_heads=dims["n_heads"],
         n_kv_heads=dims["n_kv_heads"],
@@ -447,16 +449,15 @@ class BridgeSupport:
 _SUPPORT: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def bridge_support(bridge: Any, spec: RotarySpec | None = None) -> BridgeSupport:
+def bridge_support(bridge: Any, spec: Any = None) -> BridgeSupport:
     """Run the bridge once on 4 tokens with hooks on every layer's q/k/rot_q/rot_k, record
-    which fired, and check that fired rotated hooks equal `pairs.rotate` of the pre-rotation
-    ones under `spec` (raises `RopeInterpError` if not). Cached per bridge."""
+    which fired, and check that fired rotated hooks equal the rotation of the pre-rotation
+    ones under `spec` (a `RotarySpec`, or by default the bridge's own geometry; raises
+    `RopeInterpError` if not). Cached per bridge."""
     cached = _SUPPORT.get(bridge)
     if cached is not None:
         return cached
-    from rope_interp.pairs import rotate
-
-    spec = spec or spec_from_bridge(bridge, check_config=False)
+    spec = spec or SimpleNamespace(**bridge_geometry(bridge, check_config=False))
     fired: dict[tuple[str, int], Tensor] = {}
     names = set(getattr(bridge, "hook_dict", {}))
 
@@ -481,7 +482,8 @@ def bridge_support(bridge: Any, spec: RotarySpec | None = None) -> BridgeSupport
         if kind not in ("rot_q", "rot_k") or (kind[4:], layer) not in fired:
             continue
         pre = fired[(kind[4:], layer)]
-        ours = rotate(pre.float(), spec, layer)
+        dims = pair_dims(spec.rotary_dim, spec.layout)
+        ours = rotate_by_tables(pre.float(), spec.cos[layer], spec.sin[layer], dims)
         err = (ours - rotated.float()).abs().max().item()
         tol = 1e-4 * max(1.0, pre.float().abs().max().item())
         if err > tol:
@@ -506,62 +508,68 @@ def bridge_support(bridge: Any, spec: RotarySpec | None = None) -> BridgeSupport
 
 def rotated_hooks_fire(model: Any) -> bool:
     """False only for a bridge whose `hook_rot_q`/`hook_rot_k` never fire (GPT-NeoX, GPT-J,
-    `boot_native` in TL 4.3.0): hooks that edit rotated q/k there would silently do nothing.
-    True for a `HookedTransformer`."""
+    `boot_native` in TL 4.3.0): hooks that edit rotated q/k there would silently do nothing."""
     return not is_bridge(model) or bridge_support(model).rotated_hooks
 
 
-# ---- capture ----------------------------------------------------------------------------
+# ---- the backend ------------------------------------------------------------------------
 
 
-class BridgeRotaryCapture(RotaryCapture):
-    """`RotaryCapture` for a `TransformerBridge` (what `RotaryCapture(bridge)` returns).
+class BridgeBackend(Backend):
+    """Where rope-interp reads a bridge's q/k. Where `hook_rot_q`/`hook_rot_k` do not fire
+    (GPT-NeoX, GPT-J in TL 4.3.0), `rot_q`/`rot_k` are read at `hook_q`/`hook_k` and rotated
+    with the model's own cos/sin at positions 0..n-1 (such read points are read-only: hooks
+    that edit rotated q/k need an architecture whose rotated hooks fire)."""
 
-    Where the bridge's `hook_rot_q`/`hook_rot_k` do not fire (GPT-NeoX, GPT-J in TL 4.3.0),
-    `rot_q`/`rot_k` are computed at `hook_q`/`hook_k` as `pairs.rotate(x, spec, layer)` at
-    positions 0..n-1 (`self.derived` lists them). Such derived tensors are read-only: hooks
-    that edit rotated q/k need an architecture whose rotated hooks fire.
-    """
+    name = "bridge"
 
-    def __init__(
-        self,
-        model,
-        layers: int | Iterable[int] | None = None,
-        kinds: Sequence[str] = KINDS,
-        on_capture: Callable[[str, int, Tensor], None] | None = None,
-        device: str | torch.device | None = None,
-    ):
-        super().__init__(model, layers, kinds, on_capture, device)
-        self.support = bridge_support(model, self.spec)
-        pre = [k for k in ("q", "k") if k in self.kinds or f"rot_{k}" in self.kinds]
-        if not all(self.support.fires(k, self.layers) for k in pre):
+    def __init__(self, model: Any):
+        super().__init__(model)
+        self._geometry: dict[str, Any] | None = None
+
+    def architecture(self) -> str:
+        return architecture(self.model)
+
+    def geometry(self, check_config: bool = True) -> dict[str, Any]:
+        """The fields of the bridge's `RotarySpec` (see `bridge_geometry`)."""
+        if not check_config and self._geometry is not None:
+            return self._geometry
+        geometry = bridge_geometry(self.model, check_config=check_config)
+        self._geometry = geometry
+        return geometry
+
+    def support(self) -> BridgeSupport:
+        return bridge_support(self.model, SimpleNamespace(**self.geometry(check_config=False)))
+
+    def read_point(self, kind: str, layer: int) -> ReadPoint:
+        support = self.support()
+        source = kind[4:] if kind.startswith("rot_") else kind
+        if not support.fires(source, [layer]):
             raise UnsupportedBridge(
-                f"{self.support.architecture}: the bridge's pre-rotation hooks "
-                f"({', '.join(f'hook_{k}' for k in pre)}) do not fire on this architecture "
-                "in this TransformerLens version, so rope-interp cannot capture q/k here."
+                f"{support.architecture}: the bridge's pre-rotation hooks (hook_q, hook_k) do "
+                "not fire on this architecture in this TransformerLens version, so rope-interp "
+                "cannot capture q/k here."
             )
-        self.derived = tuple(
-            kind
-            for kind in ("rot_q", "rot_k")
-            if kind in self.kinds and not self.support.fires(kind, self.layers)
-        )
+        if kind == source or support.fires(kind, [layer]):
+            return ReadPoint(hook_name(kind, layer))
+        geometry = self.geometry(check_config=False)
+        dims = pair_dims(geometry["rotary_dim"], geometry["layout"])
+        cos, sin = geometry["cos"][layer], geometry["sin"][layer]
 
-    def hooks(self):
-        hooks = []
-        for layer in self.layers:
-            for kind in self.kinds:
-                if kind in self.derived:
-                    hooks.append((hook_name(kind[4:], layer), self._make_derived(kind, layer)))
-                else:
-                    hooks.append((hook_name(kind, layer), self._make_hook(kind, layer)))
-        return hooks
+        def rotate(tensor: Tensor) -> Tensor:
+            return rotate_by_tables(tensor, cos, sin, dims)
 
-    def _make_derived(self, kind: str, layer: int):
-        from rope_interp.pairs import rotate
+        return ReadPoint(hook_name(source, layer), rotate)
 
-        store = self._make_hook(kind, layer)
+    def pre_rotation_is_hooked(self, layer: int) -> bool:
+        return True  # a QK-norm bridge is refused by bridge_support
 
-        def hook(tensor: Tensor, hook: Any) -> None:
-            store(rotate(tensor.detach(), self.spec, layer), hook)
+    def pre_rotation(self, kind: str, layer: int, tensor: Tensor) -> Tensor:
+        return tensor
 
-        return hook
+    def rotated_hooks_fire(self, layers=None) -> bool:
+        return self.support().rotated_hooks
+
+    def soft_cap(self) -> float | None:
+        cap = getattr(getattr(self.model, "cfg", None), "attn_scores_soft_cap", None)
+        return float(cap) if cap is not None and cap > 0 else None

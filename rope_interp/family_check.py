@@ -1,0 +1,279 @@
+"""Tiny random Hugging Face models of every rotary family rope-interp supports, and the
+measurements that prove it exact on each (used by tests/test_families.py and by
+benchmarks/models_matrix.py, which writes docs/models.md from the same numbers).
+
+For each family a 2-layer, d_model-64 model is built from its transformers config class,
+saved with `save_pretrained`, loaded back with `rope_interp.models.load_model(path)` and compared
+with the Hugging Face model itself:
+
+- `logits`: max |logit difference| (float32);
+- `theta`: max relative difference of the spec's θ_i from the HF rotary module's `inv_freq`
+  (after scaling), per layer type;
+- `decomposition`: max |softcap(Σ pairs + pass-through) − hook_attn_scores| / max |scores|;
+- `hf_logits`: the same decomposition against the HF model's own attention (float64, eager):
+  log-softmax is the logit up to a per-query constant, so both are centred per query row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+_TINY = dict(
+    hidden_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    intermediate_size=128,
+    vocab_size=128,
+    max_position_embeddings=256,
+    bos_token_id=1,
+    eos_token_id=2,
+    pad_token_id=0,
+)
+
+
+@dataclass(frozen=True)
+class Family:
+    """One row of the supported-models matrix: how to build a tiny model, and its traits."""
+
+    name: str
+    config: Callable[[], Any]
+    layout: str
+    partial_rotary: str = "no"
+    gqa: str = "yes"
+    scaling: str = "none"
+    qk_norm: str = "no"
+    soft_cap: str = "no"
+    local_global: str = "global"
+    notes: str = ""
+    traits: dict = field(default_factory=dict)
+
+
+def _llama(**extra):
+    from transformers import LlamaConfig
+
+    return LlamaConfig(**_TINY, **extra)
+
+
+def _families() -> list[Family]:
+    import transformers as tf
+
+    neox = dict(
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=128,
+        vocab_size=128,
+        max_position_embeddings=256,
+        bos_token_id=1,
+        eos_token_id=2,
+    )
+    return [
+        Family("Llama", lambda: _llama(), "half"),
+        Family(
+            "Llama-3.x (llama3 scaling)",
+            lambda: _llama(
+                rope_scaling=dict(
+                    rope_type="llama3",
+                    factor=8.0,
+                    low_freq_factor=1.0,
+                    high_freq_factor=4.0,
+                    original_max_position_embeddings=64,
+                ),
+                rope_theta=500000.0,
+            ),
+            "half",
+            scaling="llama3 (NTK-by-parts)",
+        ),
+        Family(
+            "Llama (linear scaling)",
+            lambda: _llama(rope_scaling=dict(rope_type="linear", factor=4.0)),
+            "half",
+            scaling="linear",
+        ),
+        Family("Qwen2 / Qwen2.5", lambda: tf.Qwen2Config(**_TINY), "half", notes="q/k biases"),
+        Family(
+            "Qwen3",
+            lambda: tf.Qwen3Config(**_TINY, head_dim=16),
+            "half",
+            qk_norm="per head (derived)",
+        ),
+        Family(
+            "Mistral",
+            lambda: tf.MistralConfig(**_TINY, sliding_window=None),
+            "half",
+        ),
+        Family(
+            "Gemma-2",
+            lambda: tf.Gemma2Config(
+                **_TINY,
+                head_dim=16,
+                query_pre_attn_scalar=32,
+                sliding_window=4,
+                attn_logit_softcapping=5.0,
+                final_logit_softcapping=30.0,
+            ),
+            "half",
+            soft_cap="tanh 5.0 (pre-cap logit decomposed)",
+            local_global="alternating",
+        ),
+        Family(
+            "Gemma-3",
+            lambda: tf.Gemma3TextConfig(
+                **_TINY,
+                head_dim=16,
+                query_pre_attn_scalar=16,
+                sliding_window=4,
+                layer_types=["sliding_attention", "full_attention"],
+                rope_parameters=dict(
+                    sliding_attention=dict(rope_type="default", rope_theta=10000.0),
+                    full_attention=dict(rope_type="linear", factor=8.0, rope_theta=1000000.0),
+                ),
+            ),
+            "half",
+            scaling="linear (global layers)",
+            qk_norm="per head (derived)",
+            local_global="local base 1e4 / global 1e6",
+        ),
+        Family("Phi-3", lambda: tf.Phi3Config(**_TINY), "half", notes="fused qkv"),
+        Family(
+            "OLMo-2",
+            lambda: tf.Olmo2Config(**{**_TINY, "num_key_value_heads": 4}),
+            "half",
+            gqa="no",
+            qk_norm="whole projection (derived)",
+        ),
+        Family(
+            "Pythia / GPT-NeoX",
+            lambda: tf.GPTNeoXConfig(**neox, rotary_pct=0.25),
+            "half",
+            partial_rotary="25 %",
+            gqa="no",
+        ),
+        Family(
+            "GPT-J",
+            lambda: tf.GPTJConfig(
+                n_embd=64,
+                n_layer=2,
+                n_head=4,
+                rotary_dim=8,
+                vocab_size=128,
+                n_positions=256,
+                bos_token_id=1,
+                eos_token_id=2,
+            ),
+            "interleaved",
+            partial_rotary="8 of 16 dims",
+            gqa="no",
+        ),
+    ]
+
+
+FAMILIES: list[Family] = []
+
+
+def families() -> list[Family]:
+    if not FAMILIES:
+        FAMILIES.extend(_families())
+    return FAMILIES
+
+
+def build_checkpoint(family: Family, directory: Path, seed: int = 0) -> Path:
+    """Save a tiny random model of `family` to `directory` (config.json + safetensors)."""
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(family.config(), attn_implementation="eager")
+    with torch.no_grad():  # make q/k biases and norm weights non-trivial
+        for name, param in model.named_parameters():
+            if name.endswith(("q_proj.bias", "k_proj.bias")) or "norm" in name:
+                param.add_(torch.randn_like(param) * 0.3)
+    model.save_pretrained(str(directory))
+    return directory
+
+
+def hf_inv_freqs(hf_model: Any) -> dict[str, torch.Tensor]:
+    """The HF rotary module's frequencies after scaling, by layer type ("all" if one)."""
+    rotary = next(m for n, m in hf_model.named_modules() if n.endswith("rotary_emb"))
+    found = {
+        ("all" if name == "inv_freq" else name.removesuffix("_inv_freq")): buf.double()
+        for name, buf in rotary.named_buffers()
+        if name.endswith("inv_freq") and "original" not in name
+    }
+    if found:
+        return found
+    # GPT-J: a sin/cos table; its frequencies are the angles at position 1.
+    table = rotary.embed_positions.double()
+    half = table.shape[-1] // 2
+    return {"all": torch.atan2(table[1, :half], table[1, half:])}
+
+
+def measure(path: Path, tokens: torch.Tensor) -> dict[str, float]:
+    """Every number of the module docstring for the checkpoint at `path`."""
+    from transformer_lens.utilities.activation_functions import apply_softcap
+    from transformers import AutoModelForCausalLM
+
+    from rope_interp.capture import capture
+    from rope_interp.models import load_model
+    from rope_interp.pairs import score_contributions
+    from rope_interp.spec import RotarySpec
+
+    model = load_model(str(path), device="cpu")
+    hf = AutoModelForCausalLM.from_pretrained(str(path), attn_implementation="eager").eval()
+    with torch.no_grad():
+        ours, cache = model.run_with_cache(tokens)
+        theirs = hf(tokens).logits
+    out: dict[str, float] = {"logits": (ours - theirs).abs().max().item()}
+
+    spec = RotarySpec.from_model(model)
+    freqs = hf_inv_freqs(hf)
+    types = getattr(model.cfg, "attn_types", None) or ["global"] * spec.n_layers
+    theta_err = 0.0
+    for layer in range(spec.n_layers):
+        key = "all"
+        if "all" not in freqs:
+            key = "sliding_attention" if types[layer] == "local" else "full_attention"
+        ref = freqs[key]
+        theta_err = max(theta_err, ((spec.thetas[layer] - ref).abs() / ref).max().item())
+    out["theta"] = theta_err
+
+    got = capture(model, tokens, kinds=("q", "k"))
+    cap = getattr(model.cfg, "attn_scores_soft_cap", -1.0)
+    hf64 = hf.double()
+    with torch.no_grad():
+        attn = hf64(tokens, output_attentions=True).attentions
+    n = tokens.shape[1]
+    causal = torch.ones(n, n, dtype=torch.bool).tril()
+    dec, hf_err = 0.0, 0.0
+    for layer in range(spec.n_layers):
+        parts, passed = score_contributions(
+            got.q(layer), got.k(layer), spec, layer, dtype=torch.float64
+        )
+        logit = apply_softcap(parts.sum(-1) + passed, cap)
+        host = cache[f"blocks.{layer}.attn.hook_attn_scores"].double()
+        rel = (logit - host)[..., causal].abs().max() / host[..., causal].abs().max()
+        dec = max(dec, rel.item())
+        probs = attn[layer]
+        valid = probs > 0  # inside the causal (and sliding-window) mask
+        log_p = torch.where(valid, probs.log(), torch.zeros_like(probs))
+        diff = (_centred(log_p, valid) - _centred(logit, valid))[valid]
+        hf_err = max(hf_err, (diff.abs().max() / logit[valid].abs().max()).item())
+    out["decomposition"] = dec
+    out["hf_logits"] = hf_err
+    out["layout"] = spec.layout
+    out["rotary_dim"] = spec.rotary_dim
+    out["d_head"] = spec.d_head
+    out["n_heads"] = spec.n_heads
+    out["n_kv_heads"] = spec.n_kv_heads
+    return out
+
+
+def _centred(x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """x minus its mean over the valid keys of each query row."""
+    total = torch.where(valid, x, torch.zeros_like(x)).sum(-1, keepdim=True)
+    return x - total / valid.sum(-1, keepdim=True)
