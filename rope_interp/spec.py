@@ -3,6 +3,12 @@
 Frequencies are read from each layer's own `rotary_cos`/`rotary_sin` buffers (the ground truth:
 the angle of pair i at position p is p·θ_i) and cross-checked against an independent float64
 implementation of the config's formula (base, local base, linear scaling, NTK-by-parts, YaRN).
+
+In a bfloat16/float16 model those buffers are rounded to the model's dtype, and that rounded
+rotation is the one the model applies: the spec keeps the rounded tables (the decomposition uses
+them, so it stays exact against `hook_attn_scores`), and θ read back from them carries the
+rounding (relative error up to ~4e-3 in bfloat16); the config check allows for it
+(`theta_rtol`).
 """
 
 from __future__ import annotations
@@ -19,7 +25,8 @@ from torch import Tensor
 from rope_interp.errors import RopeInterpError
 
 Layout = Literal["half", "interleaved"]
-# Relative tolerance for "buffers agree with the config formula": float32 buffers give ~1e-6.
+# Relative tolerance for "buffers agree with the config formula": float32 buffers give ~1e-6;
+# wide enough for any float32 formula variant, narrow enough to catch a wrong base or scaling.
 _THETA_RTOL = 1e-3
 
 
@@ -28,9 +35,13 @@ class RotarySpec:
     """Rotary geometry of a model.
 
     Attributes:
-        thetas: `[n_layers, n_pairs]` float64 radians per token; pair 0 is the highest frequency.
-        cos, sin: per layer `[n_positions, n_pairs]` tables taken from the model (pair-indexed);
-            `cos + i·sin` is the phasor applied to pair i at position p (YaRN scales its magnitude).
+        thetas: `[n_layers, n_pairs]` float64 radians per token, on the CPU; pair 0 is the
+            highest frequency. Read back from the model's own cos/sin at position 1 (atan2),
+            so in a bf16/fp16 model they carry the buffers' rounding (see `theta_rtol`).
+        cos, sin: per layer `[n_positions, n_pairs]` tables taken from the model (pair-indexed,
+            in the buffers' dtype and on their device); `cos + i·sin` is the phasor applied to
+            pair i at position p (YaRN scales its magnitude). These, not `thetas`, are what the
+            decomposition rotates by, so it matches the model's rounded rotation.
     """
 
     n_layers: int
@@ -45,6 +56,11 @@ class RotarySpec:
     cos: list[Tensor] = field(repr=False)
     sin: list[Tensor] = field(repr=False)
     bases: tuple[float, ...] = ()
+
+    def __post_init__(self) -> None:
+        # θ is small metadata read into tables and figures: kept as float64 on the CPU whatever
+        # device the model (and its cos/sin tables) is on.
+        object.__setattr__(self, "thetas", self.thetas.detach().to("cpu", torch.float64))
 
     # ---- construction -------------------------------------------------------------------
     @classmethod
@@ -102,7 +118,7 @@ class RotarySpec:
             bases.append(base)
             if check_config:
                 expected = expected_thetas(cfg, rotary_dim, base, getattr(attn, "attn_type", None))
-                _check_thetas(layer, theta, expected)
+                check_thetas(theta, expected, raw_cos.dtype, f"Layer {layer}")
         n_kv = cfg.n_key_value_heads or cfg.n_heads
         return cls(
             n_layers=cfg.n_layers,
@@ -204,7 +220,7 @@ def pair_dims(rotary_dim: int, layout: Layout) -> Int[Tensor, "pair 2"]:
     if rotary_dim % 2:
         raise RopeInterpError(f"rotary_dim must be even, got {rotary_dim}.")
     n = rotary_dim // 2
-    i = torch.arange(n)
+    i = torch.arange(n, device="cpu")  # index tables live on the CPU; users move them
     if layout == "half":
         return torch.stack([i, i + n], dim=1)
     if layout == "interleaved":
@@ -221,7 +237,7 @@ def expected_thetas(
     cfg, rotary_dim: int, base: float, attn_type: str | None = None
 ) -> Float[Tensor, "pair"]:
     """θ_i from the config's formula, in float64, written independently of TransformerLens."""
-    i = torch.arange(rotary_dim // 2, dtype=torch.float64)
+    i = torch.arange(rotary_dim // 2, dtype=torch.float64, device="cpu")
     inv_freq = base ** (-2 * i / rotary_dim)
     if getattr(cfg, "use_NTK_by_parts_rope", False):
         factor = cfg.NTK_by_parts_factor
@@ -309,15 +325,43 @@ def _full_tables(attn, rotary_dim: int, cfg) -> tuple[Tensor, Tensor]:
     return cos, sin
 
 
-def _check_thetas(layer: int, measured: Tensor, expected: Tensor) -> None:
-    rel = ((measured - expected).abs() / expected.abs()).max().item()
-    if rel > _THETA_RTOL:
-        worst = int(((measured - expected).abs() / expected.abs()).argmax())
+def theta_rtol(buffer_dtype: torch.dtype) -> float:
+    """Relative tolerance for θ read back from cos/sin buffers of `buffer_dtype` against a
+    float64 formula.
+
+    θ = atan2(sin θ, cos θ) with each of sin, cos rounded to relative error ≤ u (the dtype's
+    unit roundoff, eps/2) moves θ by at most 2u·|sin θ·cos θ| ≤ 2u·θ; allow twice that (the
+    buffers were computed in float32 first). bfloat16: 1.6e-2, float16: 2.0e-3; float32 and
+    float64 keep `_THETA_RTOL`.
+    """
+    if not buffer_dtype.is_floating_point:
+        return _THETA_RTOL
+    return max(_THETA_RTOL, 2 * torch.finfo(buffer_dtype).eps)
+
+
+def check_thetas(
+    measured: Float[Tensor, "pair"],
+    expected: Float[Tensor, "pair"],
+    buffer_dtype: torch.dtype,
+    where: str,
+    what: str = "its config",
+) -> None:
+    """Raise if θ read from cos/sin buffers of `buffer_dtype` differs from `expected` (a float64
+    formula) by more than `theta_rtol(buffer_dtype)` relative. Compared in float64 on the CPU
+    (both are `n_pairs` numbers), whatever device the buffers live on."""
+    measured = measured.detach().to("cpu", torch.float64)
+    expected = expected.detach().to("cpu", torch.float64)
+    rel_each = (measured - expected).abs() / expected.abs()
+    rel = float(rel_each.max())
+    rtol = theta_rtol(buffer_dtype)
+    if rel > rtol:
+        worst = int(rel_each.argmax())
         raise RopeInterpError(
-            f"Layer {layer}: rotary frequencies in the model's cos/sin buffers disagree with "
-            f"its config (pair {worst}: buffer θ={measured[worst].item():.6g}, config formula "
-            f"θ={expected[worst].item():.6g}, max relative difference {rel:.2e}). The config's "
-            "rotary fields (base, scaling) do not describe this model."
+            f"{where}: rotary frequencies in the model's cos/sin buffers disagree with "
+            f"{what} (pair {worst}: buffer θ={float(measured[worst]):.6g}, config formula "
+            f"θ={float(expected[worst]):.6g}, max relative difference {rel:.2e}, allowed "
+            f"{rtol:.1e} for {str(buffer_dtype).removeprefix('torch.')} buffers): {what} does "
+            "not describe the rotation this model applies (check its rotary base and scaling)."
         )
 
 
