@@ -88,7 +88,7 @@ class PairSelection:
 
 
 def _empty(spec: RotarySpec) -> Tensor:
-    return torch.zeros(spec.n_layers, spec.n_heads, spec.n_pairs, dtype=torch.bool)
+    return torch.zeros(spec.n_layers, spec.n_heads, spec.n_pairs, dtype=torch.bool, device="cpu")
 
 
 def _layer_head_mask(
@@ -102,8 +102,10 @@ def _layer_head_mask(
         chosen_heads = sorted({spec.check_head(int(h)) for h in _as_list(heads)})
         if not chosen_heads:
             raise RopeInterpError("heads is empty: name at least one head, or None for all.")
-    mask = torch.zeros(spec.n_layers, spec.n_heads, 1, dtype=torch.bool)
-    mask[torch.tensor(chosen_layers)[:, None], torch.tensor(chosen_heads)[None, :]] = True
+    # Selections are small metadata: built on the CPU, moved to the model's device when applied.
+    mask = torch.zeros(spec.n_layers, spec.n_heads, 1, dtype=torch.bool, device="cpu")
+    rows = torch.tensor(chosen_layers, device="cpu")[:, None]
+    mask[rows, torch.tensor(chosen_heads, device="cpu")[None, :]] = True
     return mask
 
 
@@ -121,7 +123,7 @@ def select_pairs(
 ) -> PairSelection:
     """Pairs by index (0 = highest frequency) in the chosen layers and query heads."""
     chosen = sorted({spec.check_pair(int(p)) for p in _as_list(pairs)})
-    pair_mask = torch.zeros(spec.n_pairs, dtype=torch.bool)
+    pair_mask = torch.zeros(spec.n_pairs, dtype=torch.bool, device="cpu")
     pair_mask[chosen] = True
     mask = _layer_head_mask(spec, layers, heads) & pair_mask
     return PairSelection(mask, f"pairs {chosen}")
@@ -157,7 +159,7 @@ def select_band(
         chosen = list(range(spec.n_pairs - n, spec.n_pairs))
     else:
         raise RopeInterpError(f"end must be 'high' or 'low', got {end!r}.")
-    pair_mask = torch.zeros(spec.n_pairs, dtype=torch.bool)
+    pair_mask = torch.zeros(spec.n_pairs, dtype=torch.bool, device="cpu")
     pair_mask[chosen] = True
     mask = _layer_head_mask(spec, layers, heads) & pair_mask
     return PairSelection(mask, f"{end} {n}")
@@ -333,8 +335,8 @@ class Intervention:
 
     def _dim_mask(self, mask: Tensor, device) -> Tensor:
         """`[head, pair]` → `[head, d_head]` mask of the dims of the selected pairs."""
-        dims = self.spec.dims
-        out = torch.zeros(mask.shape[0], self.spec.d_head, dtype=torch.bool)
+        dims = self.spec.dims.to(mask.device)
+        out = torch.zeros(mask.shape[0], self.spec.d_head, dtype=torch.bool, device=mask.device)
         out[:, dims[:, 0]] = mask
         out[:, dims[:, 1]] = mask
         return out.to(device)
@@ -354,7 +356,9 @@ class Intervention:
                         "them for every layer you ablate."
                     )
                 z = means[stats.layers.index(layer)]
-                x_pass = torch.zeros(*z.shape[:-1], self.spec.n_pass, dtype=torch.float64)
+                x_pass = torch.zeros(
+                    *z.shape[:-1], self.spec.n_pass, dtype=torch.float64, device=z.device
+                )
                 tables[(kind, layer)] = from_pairs(z.to(torch.complex128), x_pass, self.spec)
         return tables
 
@@ -413,7 +417,8 @@ class Intervention:
                 return torch.where(dims, rotated[None].to(x.dtype), x)
             if self.mode == "phase":
                 z, x_pass = to_pairs(x, self.spec)
-                rotor = torch.polar(torch.tensor(1.0), torch.tensor(self.phi)).to(x.device)
+                one = torch.ones((), dtype=torch.float64, device=x.device)
+                rotor = torch.polar(one, one * self.phi)  # float64: exact for any model dtype
                 new = from_pairs(z * rotor.to(z.dtype), x_pass, self.spec)
                 return torch.where(dims, new.to(x.dtype), x)
             pre = self._stash.pop((kind, layer), None)
@@ -426,7 +431,7 @@ class Intervention:
                 return torch.where(dims, pre.to(x.dtype), x)
             positions = torch.arange(x.shape[1], device=x.device) + self.delta
             z, x_pass = to_pairs(pre, self.spec)
-            phasor = self.spec.phasors(layer, positions).to(z.device, z.dtype)
+            phasor = self.spec.phasors(layer, positions, z.dtype)
             new = from_pairs(z * phasor[None, :, None, :], x_pass, self.spec)
             return torch.where(dims, new.to(x.dtype), x)
 

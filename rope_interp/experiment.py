@@ -171,7 +171,9 @@ class _Accumulator:
     """Per-(layer, head) sums of the attention metrics over batches."""
 
     def __init__(self, n_layers: int, n_heads: int):
-        self.sums = {m: torch.zeros(n_layers, n_heads, dtype=torch.float64) for m in METRICS}
+        self.sums = {
+            m: torch.zeros(n_layers, n_heads, dtype=torch.float64, device="cpu") for m in METRICS
+        }
         self.rows = 0
 
     def add(self, layer: int, values: dict[str, Tensor]) -> None:

@@ -67,7 +67,7 @@ def rotate(
     if positions is None:
         positions = torch.arange(x.shape[1], device=x.device)
     z, x_pass = to_pairs(x, spec)
-    phasor = spec.phasors(layer, positions.to(x.device)).to(z.dtype)
+    phasor = spec.phasors(layer, positions.to(x.device), z.dtype)
     return from_pairs(z * phasor[None, :, None, :], x_pass, spec).to(x.dtype)
 
 

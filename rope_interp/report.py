@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from rope_interp.atomic import atomic_write, atomic_write_text
@@ -660,7 +661,7 @@ def usage_section(ctx: ReportContext) -> Section:
         plots.plot_usage_map(layer_map, kind="k"),
         plots.plot_band_shares(shares, kind="qk", band="high"),
     ]
-    qk = shares[shares.kind == "qk"].sort_values("high_share", ascending=False)
+    qk = _descending(shares[shares.kind == "qk"], "high_share")
     return Section(
         "Frequency usage",
         how_to_read=(
@@ -759,6 +760,22 @@ def _scatter(
     return figure
 
 
+# Columns that name a row, used to break ties when sorting by a measured value.
+_ROW_KEYS = ("kind", "layer", "head", "offset", "pair", "rank", "dim")
+
+
+def _descending(frame: pd.DataFrame, column: str, digits: int = 6) -> pd.DataFrame:
+    """`frame` sorted by `column` (largest first) rounded to `digits` significant digits, ties
+    broken by the row's own keys: the same order on every device, although CPU and CUDA sums
+    differ in the last bits."""
+    values = frame[column].astype(float)
+    scale = 10.0 ** (digits - 1 - np.floor(np.log10(values.abs().where(values != 0, 1.0))))
+    rounded = ((values * scale).round() / scale).where(np.isfinite(values), values)
+    keys = [name for name in _ROW_KEYS if name in frame.columns]
+    order = pd.DataFrame({"_value": -rounded, **{k: frame[k] for k in keys}}, index=frame.index)
+    return frame.loc[order.sort_values(["_value", *keys], kind="stable").index]
+
+
 def _analysis_batches(ctx: ReportContext) -> list:
     """Windows for the analyses that decompose attention scores (fewer: they are costly)."""
     return list(ctx.analysis_corpus.batches(max(1, ctx.batch_size // 2)))
@@ -781,11 +798,11 @@ def positional_section(ctx: ReportContext) -> Section:
         )
     plots = _module("rope_interp.plots.analysis")
     figures.append(plots.plot_positional_heads(heads, offset=1))
-    best = heads[heads.offset == 1].sort_values("attn", ascending=False).iloc[0]
+    best = _descending(heads[heads.offset == 1], "attn").iloc[0]
     figures.append(
         plots.plot_pair_margins(result.pairs, int(best["layer"]), int(best["head"]), offset=1)
     )
-    top = heads.sort_values("attn", ascending=False)
+    top = _descending(heads, "attn")
     keep = [
         "layer",
         "head",
@@ -887,7 +904,7 @@ def outliers_section(ctx: ReportContext) -> Section:
         "frequency_bound",
         "angle_bound",
     ]
-    shown = flagged if len(flagged) else table.sort_values("q_z", ascending=False).head(50)
+    shown = flagged if len(flagged) else _descending(table, "q_z").head(50)
     return Section(
         "Rotary outliers and offset features",
         how_to_read=(
@@ -931,7 +948,7 @@ def sinks_section(ctx: ReportContext) -> Section:
     result = sinks.attention_sinks(ctx.model, _analysis_batches(ctx), progress=ctx.progress)
     heads = result.heads
     plots = _module("rope_interp.plots.analysis")
-    strongest = heads.sort_values("first_mass", ascending=False).iloc[0]
+    strongest = _descending(heads, "first_mass").iloc[0]
     figures = [
         plots.plot_sinks(heads, "importance"),
         plots.plot_pair_margins(result.pairs, int(strongest["layer"]), int(strongest["head"])),
@@ -961,7 +978,7 @@ def sinks_section(ctx: ReportContext) -> Section:
         ),
         figures=figures,
         tables=[
-            ("Heads by first-token attention", heads.sort_values("first_mass", ascending=False))
+            ("Heads by first-token attention", _descending(heads, "first_mass"))
         ],
     )
 
@@ -985,7 +1002,7 @@ def massive_section(ctx: ReportContext) -> Section:
         figures=[figure],
         tables=[
             ("Per kind (top dimensions of every head)", by_kind),
-            ("Top dimensions per head", table.sort_values("ratio", ascending=False)),
+            ("Top dimensions per head", _descending(table, "ratio")),
         ],
         key_result=", ".join(
             f"{row.kind}: mean pair position {row.mean_pair_position:.2f}"

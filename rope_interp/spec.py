@@ -3,6 +3,12 @@
 Frequencies are read from each layer's own `rotary_cos`/`rotary_sin` buffers (the ground truth:
 the angle of pair i at position p is p·θ_i) and cross-checked against an independent float64
 implementation of the config's formula (base, local base, linear scaling, NTK-by-parts, YaRN).
+
+In a bfloat16/float16 model those buffers are rounded to the model's dtype, and that rounded
+rotation is the one the model applies: the spec keeps the rounded tables (the decomposition uses
+them, so it stays exact against `hook_attn_scores`), and θ read back from them carries the
+rounding (relative error up to ~4e-3 in bfloat16); the config check allows for it
+(`theta_rtol`).
 """
 
 from __future__ import annotations
@@ -16,11 +22,18 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from rope_interp.backends import Layout, backend_for, expected_thetas, pair_dims
+from rope_interp.backends._geometry import check_thetas, theta_rtol
 from rope_interp.errors import RopeInterpError
 
-__all__ = ["Layout", "RotarySpec", "expected_thetas", "first_partial_pair", "pair_dims"]
-# Relative tolerance for "buffers agree with the config formula": float32 buffers give ~1e-6.
-_THETA_RTOL = 1e-3
+__all__ = [
+    "Layout",
+    "RotarySpec",
+    "check_thetas",
+    "expected_thetas",
+    "first_partial_pair",
+    "pair_dims",
+    "theta_rtol",
+]
 
 
 @dataclass(frozen=True, eq=False)
@@ -28,9 +41,13 @@ class RotarySpec:
     """Rotary geometry of a model.
 
     Attributes:
-        thetas: `[n_layers, n_pairs]` float64 radians per token; pair 0 is the highest frequency.
-        cos, sin: per layer `[n_positions, n_pairs]` tables taken from the model (pair-indexed);
-            `cos + i·sin` is the phasor applied to pair i at position p (YaRN scales its magnitude).
+        thetas: `[n_layers, n_pairs]` float64 radians per token, on the CPU; pair 0 is the
+            highest frequency. Read back from the model's own cos/sin at position 1 (atan2),
+            so in a bf16/fp16 model they carry the buffers' rounding (see `theta_rtol`).
+        cos, sin: per layer `[n_positions, n_pairs]` tables taken from the model (pair-indexed,
+            in the buffers' dtype and on their device); `cos + i·sin` is the phasor applied to
+            pair i at position p (YaRN scales its magnitude). These, not `thetas`, are what the
+            decomposition rotates by, so it matches the model's rounded rotation.
     """
 
     n_layers: int
@@ -45,6 +62,11 @@ class RotarySpec:
     cos: list[Tensor] = field(repr=False)
     sin: list[Tensor] = field(repr=False)
     bases: tuple[float, ...] = ()
+
+    def __post_init__(self) -> None:
+        # θ is small metadata read into tables and figures: kept as float64 on the CPU whatever
+        # device the model (and its cos/sin tables) is on.
+        object.__setattr__(self, "thetas", self.thetas.detach().to("cpu", torch.float64))
 
     # ---- construction -------------------------------------------------------------------
     @classmethod
@@ -96,7 +118,7 @@ class RotarySpec:
             bases.append(base)
             if check_config:
                 expected = expected_thetas(cfg, rotary_dim, base, getattr(attn, "attn_type", None))
-                _check_thetas(layer, theta, expected)
+                check_thetas(theta, expected, raw_cos.dtype, f"Layer {layer}")
         n_kv = cfg.n_key_value_heads or cfg.n_heads
         return cls(
             n_layers=cfg.n_layers,
@@ -229,18 +251,6 @@ def _pair_tables(model, layer: int, dims: Tensor, layout: str):
             f"{layout!r} layout; the model's rotary_adjacent_pairs setting looks wrong."
         )
     return cos_a, sin_a
-
-
-def _check_thetas(layer: int, measured: Tensor, expected: Tensor) -> None:
-    rel = ((measured - expected).abs() / expected.abs()).max().item()
-    if rel > _THETA_RTOL:
-        worst = int(((measured - expected).abs() / expected.abs()).argmax())
-        raise RopeInterpError(
-            f"Layer {layer}: rotary frequencies in the model's cos/sin buffers disagree with "
-            f"its config (pair {worst}: buffer θ={measured[worst].item():.6g}, config formula "
-            f"θ={expected[worst].item():.6g}, max relative difference {rel:.2e}). The config's "
-            "rotary fields (base, scaling) do not describe this model."
-        )
 
 
 def _check_index(what: str, value: int, size: int) -> int:

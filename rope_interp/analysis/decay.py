@@ -42,7 +42,7 @@ def reference_decay(
         raise RopeInterpError(
             f"max_distance must lie in [0, {spec.n_ctx - 1}], got {max_distance}."
         )
-    distance = torch.arange(max_distance + 1)
+    distance = torch.arange(max_distance + 1, device="cpu")
     phasor = spec.phasors(layer, distance, torch.complex128)  # [Δ, pair]
     ones = 2 * phasor.real.sum(-1) + spec.n_pass
     generator = torch.Generator().manual_seed(seed)
@@ -96,7 +96,9 @@ def score_decay(
             dim=-1,
         )  # [head, distance]
         batch = scores.shape[0]
-        count = torch.tensor([batch * (n - d) for d in range(n)], dtype=torch.float64)
+        count = torch.tensor(
+            [batch * (n - d) for d in range(n)], dtype=torch.float64, device=scores.device
+        )
         if layer in sums and sums[layer].shape[-1] != n:
             raise RopeInterpError("All batches must have the same sequence length.")
         sums[layer] = sums.get(layer, 0) + per_distance

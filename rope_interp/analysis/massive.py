@@ -23,11 +23,11 @@ from rope_interp.errors import RopeInterpError
 def dim_to_pair(spec) -> tuple[Tensor, Tensor]:
     """`[d_head]` pair index of each dimension (−1 for pass-through dims) and which member of
     the pair it is (0: real part a, 1: imaginary part b; −1 for pass-through)."""
-    pair = torch.full((spec.d_head,), -1, dtype=torch.long)
-    member = torch.full((spec.d_head,), -1, dtype=torch.long)
+    pair = torch.full((spec.d_head,), -1, dtype=torch.long, device="cpu")
+    member = torch.full((spec.d_head,), -1, dtype=torch.long, device="cpu")
     dims = spec.dims
     for col in (0, 1):
-        pair[dims[:, col]] = torch.arange(spec.n_pairs)
+        pair[dims[:, col]] = torch.arange(spec.n_pairs, device="cpu")
         member[dims[:, col]] = col
     return pair, member
 

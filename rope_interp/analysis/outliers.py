@@ -96,7 +96,7 @@ def offset_features(
             raise RopeInterpError("No sequences were accumulated; give context explicitly.")
         context = stats.tokens_seen // stats.sequences_seen
     spec = stats.spec
-    kv = torch.arange(spec.n_heads) // spec.group_size
+    kv = torch.arange(spec.n_heads, device="cpu") // spec.group_size
     parts = {}
     for kind in ("q", "k"):
         acc = stats.acc[kind]
@@ -126,7 +126,9 @@ def offset_features(
     flagged = (q_out & k_out) if require == "both" else (q_out | k_out)
     sign = sweep_sign(alpha, theta, context)
     index = torch.cartesian_prod(
-        torch.tensor(stats.layers), torch.arange(n_heads), torch.arange(n_pairs)
+        torch.tensor(stats.layers, device="cpu"),
+        torch.arange(n_heads, device="cpu"),
+        torch.arange(n_pairs, device="cpu"),
     )
     columns = {
         "layer": index[:, 0],

@@ -72,15 +72,16 @@ def positional_heads(
     def on_layer(layer, pattern, zq, zk, q_pass, k_pass):
         n_batch, n_pos, n_heads, n_pairs = zq.shape
         if layer not in acc:
+            cpu64 = dict(dtype=torch.float64, device="cpu")  # sums of values moved off the device
             acc[layer] = {
-                "attn": torch.zeros(n_heads, len(offs), dtype=torch.float64),
-                "score": torch.zeros(n_heads, len(offs), n_pairs, dtype=torch.float64),
-                "margin": torch.zeros(n_heads, len(offs), n_pairs, dtype=torch.float64),
-                "margin_pass": torch.zeros(n_heads, len(offs), dtype=torch.float64),
-                "count": torch.zeros(len(offs), dtype=torch.float64),
-                "q_norm": torch.zeros(n_heads, n_pairs, dtype=torch.float64),
-                "k_norm": torch.zeros(n_heads, n_pairs, dtype=torch.float64),
-                "tokens": torch.zeros((), dtype=torch.float64),
+                "attn": torch.zeros(n_heads, len(offs), **cpu64),
+                "score": torch.zeros(n_heads, len(offs), n_pairs, **cpu64),
+                "margin": torch.zeros(n_heads, len(offs), n_pairs, **cpu64),
+                "margin_pass": torch.zeros(n_heads, len(offs), **cpu64),
+                "count": torch.zeros(len(offs), **cpu64),
+                "q_norm": torch.zeros(n_heads, n_pairs, **cpu64),
+                "k_norm": torch.zeros(n_heads, n_pairs, **cpu64),
+                "tokens": torch.zeros((), **cpu64),
             }
         a = acc[layer]
         # Mean per-pair score over the causal keys 0..m of query m, via a cumulative sum of keys.

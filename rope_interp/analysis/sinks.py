@@ -64,13 +64,13 @@ def attention_sinks(
             raise RopeInterpError("Sequences must have at least 2 tokens to measure sinks.")
         if layer not in acc:
             acc[layer] = {
-                "first_mass": torch.zeros(n_heads, dtype=torch.float64),
-                "importance": torch.zeros(n_heads, dtype=torch.float64),
-                "score": torch.zeros(n_heads, n_pairs, dtype=torch.float64),
-                "margin": torch.zeros(n_heads, n_pairs, dtype=torch.float64),
-                "margin_pass": torch.zeros(n_heads, dtype=torch.float64),
-                "queries": torch.zeros((), dtype=torch.float64),
-                "sequences": torch.zeros((), dtype=torch.float64),
+                "first_mass": torch.zeros(n_heads, dtype=torch.float64, device="cpu"),
+                "importance": torch.zeros(n_heads, dtype=torch.float64, device="cpu"),
+                "score": torch.zeros(n_heads, n_pairs, dtype=torch.float64, device="cpu"),
+                "margin": torch.zeros(n_heads, n_pairs, dtype=torch.float64, device="cpu"),
+                "margin_pass": torch.zeros(n_heads, dtype=torch.float64, device="cpu"),
+                "queries": torch.zeros((), dtype=torch.float64, device="cpu"),
+                "sequences": torch.zeros((), dtype=torch.float64, device="cpu"),
             }
         a = acc[layer]
         first = pattern[:, :, :, 0]  # [batch, head, qpos]

@@ -52,7 +52,7 @@ def power_spectrum(
         x = x - x.mean(-1, keepdim=True)
     window = torch.hann_window(length, periodic=False, dtype=torch.float64, device=x.device)
     spectrum = torch.fft.rfft(x * window, n=size)
-    return torch.fft.rfftfreq(size, dtype=torch.float64), spectrum.abs().square()
+    return torch.fft.rfftfreq(size, dtype=torch.float64, device="cpu"), spectrum.abs().square()
 
 
 def complex_spectrum(
@@ -64,9 +64,9 @@ def complex_spectrum(
     size = _n_fft(length, n_fft)
     window = torch.hann_window(length, periodic=False, dtype=torch.float64, device=z.device)
     spectrum = torch.fft.fft(z.to(torch.complex128) * window, n=size)
-    freqs = torch.fft.fftfreq(size, dtype=torch.float64)
+    freqs = torch.fft.fftfreq(size, dtype=torch.float64, device="cpu")  # an axis: on the CPU
     order = freqs.argsort()
-    return freqs[order], spectrum.abs().square()[..., order]
+    return freqs[order], spectrum.abs().square()[..., order.to(spectrum.device)]
 
 
 def band_energy(
@@ -300,7 +300,9 @@ def _row_windows(min_row: int, n_pos: int, device) -> tuple[Tensor, Tensor]:
     rows_m = torch.arange(min_row - 1, n_pos, device=device)
     window = torch.zeros(len(rows_m), n_pos, dtype=torch.float64, device=device)
     for r, m in enumerate(rows_m.tolist()):
-        window[r, : m + 1] = torch.hann_window(m + 1, periodic=False, dtype=torch.float64)
+        window[r, : m + 1] = torch.hann_window(
+            m + 1, periodic=False, dtype=torch.float64, device=device
+        )
     return rows_m, window
 
 

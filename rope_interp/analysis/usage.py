@@ -25,7 +25,7 @@ def _mean_norms(stats: PairStats) -> dict[str, torch.Tensor]:
     for kind in ("q", "k"):
         acc = stats.acc[kind]
         out[kind] = (acc["sum_norm"] / acc["count"].clamp(min=1)).cpu()
-    kv = torch.arange(stats.spec.n_heads) // stats.spec.group_size
+    kv = torch.arange(stats.spec.n_heads, device="cpu") // stats.spec.group_size
     out["qk"] = out["q"] * out["k"][:, kv]
     return out
 
@@ -40,7 +40,9 @@ def frequency_usage(stats: PairStats) -> pd.DataFrame:
         share = norms / norms.sum(-1, keepdim=True).clamp(min=1e-300)
         n_layers, n_heads, n_pairs = norms.shape
         index = torch.cartesian_prod(
-            torch.tensor(stats.layers), torch.arange(n_heads), torch.arange(n_pairs)
+            torch.tensor(stats.layers, device="cpu"),
+            torch.arange(n_heads, device="cpu"),
+            torch.arange(n_pairs, device="cpu"),
         )
         theta = thetas[:, None, :].expand(n_layers, n_heads, n_pairs).reshape(-1)
         frames.append(

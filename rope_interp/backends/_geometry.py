@@ -1,7 +1,7 @@
 """Rotary formulas every backend shares (no model, no hooks): which dims form pair i, θ_i from a
 config's RoPE formula, and rotation of pairs by per-position cos/sin tables.
 
-`rope_interp.spec` re-exports `Layout`, `pair_dims` and `expected_thetas`.
+`rope_interp.spec` re-exports `Layout`, `pair_dims`, `expected_thetas` and `check_thetas`.
 """
 
 from __future__ import annotations
@@ -16,6 +16,9 @@ from torch import Tensor
 from rope_interp.errors import RopeInterpError
 
 Layout = Literal["half", "interleaved"]
+# Relative tolerance for "buffers agree with the config formula": float32 buffers give ~1e-6;
+# wide enough for any float32 formula variant, narrow enough to catch a wrong base or scaling.
+_THETA_RTOL = 1e-3
 
 
 def pair_dims(rotary_dim: int, layout: Layout) -> Int[Tensor, "pair 2"]:
@@ -23,7 +26,7 @@ def pair_dims(rotary_dim: int, layout: Layout) -> Int[Tensor, "pair 2"]:
     if rotary_dim % 2:
         raise RopeInterpError(f"rotary_dim must be even, got {rotary_dim}.")
     n = rotary_dim // 2
-    i = torch.arange(n)
+    i = torch.arange(n, device="cpu")  # index tables live on the CPU; users move them
     if layout == "half":
         return torch.stack([i, i + n], dim=1)
     if layout == "interleaved":
@@ -35,7 +38,7 @@ def expected_thetas(
     cfg, rotary_dim: int, base: float, attn_type: str | None = None
 ) -> Float[Tensor, "pair"]:
     """θ_i from the config's formula, in float64, written independently of TransformerLens."""
-    i = torch.arange(rotary_dim // 2, dtype=torch.float64)
+    i = torch.arange(rotary_dim // 2, dtype=torch.float64, device="cpu")
     inv_freq = base ** (-2 * i / rotary_dim)
     if getattr(cfg, "use_NTK_by_parts_rope", False):
         factor = cfg.NTK_by_parts_factor
@@ -70,6 +73,46 @@ def expected_thetas(
     if scaling != 1.0 and attn_type != "local":
         inv_freq = inv_freq / scaling
     return inv_freq
+
+
+def theta_rtol(buffer_dtype: torch.dtype) -> float:
+    """Relative tolerance for θ read back from cos/sin buffers of `buffer_dtype` against a
+    float64 formula.
+
+    θ = atan2(sin θ, cos θ) with each of sin, cos rounded to relative error ≤ u (the dtype's
+    unit roundoff, eps/2) moves θ by at most 2u·|sin θ·cos θ| ≤ 2u·θ; allow twice that (the
+    buffers were computed in float32 first). bfloat16: 1.6e-2, float16: 2.0e-3; float32 and
+    float64 keep `_THETA_RTOL`.
+    """
+    if not buffer_dtype.is_floating_point:
+        return _THETA_RTOL
+    return max(_THETA_RTOL, 2 * torch.finfo(buffer_dtype).eps)
+
+
+def check_thetas(
+    measured: Float[Tensor, "pair"],
+    expected: Float[Tensor, "pair"],
+    buffer_dtype: torch.dtype,
+    where: str,
+    what: str = "its config",
+) -> None:
+    """Raise if θ read from cos/sin buffers of `buffer_dtype` differs from `expected` (a float64
+    formula) by more than `theta_rtol(buffer_dtype)` relative. Compared in float64 on the CPU
+    (both are `n_pairs` numbers), whatever device the buffers live on."""
+    measured = measured.detach().to("cpu", torch.float64)
+    expected = expected.detach().to("cpu", torch.float64)
+    rel_each = (measured - expected).abs() / expected.abs()
+    rel = float(rel_each.max())
+    rtol = theta_rtol(buffer_dtype)
+    if rel > rtol:
+        worst = int(rel_each.argmax())
+        raise RopeInterpError(
+            f"{where}: rotary frequencies in the model's cos/sin buffers disagree with "
+            f"{what} (pair {worst}: buffer θ={float(measured[worst]):.6g}, config formula "
+            f"θ={float(expected[worst]):.6g}, max relative difference {rel:.2e}, allowed "
+            f"{rtol:.1e} for {str(buffer_dtype).removeprefix('torch.')} buffers): {what} does "
+            "not describe the rotation this model applies (check its rotary base and scaling)."
+        )
 
 
 def rotate_by_tables(

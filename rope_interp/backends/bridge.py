@@ -37,7 +37,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from rope_interp.backends._geometry import Layout, expected_thetas, pair_dims, rotate_by_tables
+from rope_interp.backends._geometry import (
+    Layout,
+    check_thetas,
+    expected_thetas,
+    pair_dims,
+    rotate_by_tables,
+)
 from rope_interp.backends.base import KINDS, Backend, ReadPoint, hook_name
 from rope_interp.errors import RopeInterpError, UnsupportedBridge
 
@@ -120,12 +126,15 @@ def bridge_geometry(bridge: Any, check_config: bool = True) -> dict[str, Any]:
     cos_p, sin_p = _pair_tables(rotary.cos, rotary.sin, n_pairs, arch)
     theta = torch.atan2(sin_p[1].double(), cos_p[1].double())
     if rotary.inv_freq is not None:
-        _check_close(theta, rotary.inv_freq.double(), arch, "its rotary module's inv_freq")
+        inv_freq = rotary.inv_freq.double()
+        _check_close(theta, inv_freq, arch, "its rotary module's inv_freq", cos_p.dtype)
     if check_config and rotary.rope_type in _FORMULA_ROPE_TYPES and rotary.base is not None:
         expected = expected_thetas(
             _formula_cfg(rotary.rope_type, rotary.rope_params), rotary.rotary_dim, rotary.base
         )
-        _check_close(theta, expected, arch, f"the config's {rotary.rope_type!r} RoPE formula")
+        _check_close(
+            theta, expected, arch, f"the config's {rotary.rope_type!r} RoPE formula", cos_p.dtype
+        )
     layout = _detect_layout(rotary, cos_p, sin_p, arch)
     n_layers = dims["n_layers"]
     return dict(
@@ -406,20 +415,13 @@ def _formula_cfg(rope_type: str, params: dict) -> SimpleNamespace:
     return cfg
 
 
-def _check_close(measured: Tensor, expected: Tensor, arch: str, what: str) -> None:
+def _check_close(measured: Tensor, expected: Tensor, arch: str, what: str, dtype) -> None:
     if measured.shape != expected.shape:
         raise UnsupportedBridge(
             f"{arch}: {measured.numel()} rotary frequencies in the cos/sin tables but "
             f"{expected.numel()} in {what}."
         )
-    rel = ((measured - expected).abs() / expected.abs()).max().item()
-    if rel > 1e-3:
-        worst = int(((measured - expected).abs() / expected.abs()).argmax())
-        raise RopeInterpError(
-            f"{arch}: the rotary frequencies the model uses disagree with {what} (pair "
-            f"{worst}: used θ={measured[worst].item():.6g}, expected "
-            f"θ={expected[worst].item():.6g}, max relative difference {rel:.2e})."
-        )
+    check_thetas(measured, expected, dtype, arch, what)
 
 
 # ---- which hooks fire -------------------------------------------------------------------
