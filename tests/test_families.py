@@ -121,3 +121,15 @@ def test_the_command_line_gives_one_line_and_exit_2_for_an_unknown_name(capsys):
     assert main(["summary", "--model", "my-org/my-finetune", "--device", "cpu"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "local Hugging Face checkpoint directory" in err
+
+
+def test_the_built_in_tokenizer_adds_no_start_token(real_model):
+    assert real_model.tokenizer("Hello world")["input_ids"] == [19556, 905]
+    assert real_model.to_tokens("Hello world").tolist() == [[19556, 905]]
+    assert real_model.to_tokens("Hello world", prepend_bos=True)[0, 0].item() == 1
+
+
+@pytest.mark.parametrize("kwargs", [dict(n_ctx=0), dict(n_devices=0), dict(n_ctx=4096)])
+def test_bad_or_inapplicable_loading_options_are_refused_before_any_work(kwargs):
+    with pytest.raises(RopeInterpError, match="n_ctx|n_devices"):
+        load_model("smollm2-135m", device="cpu", **kwargs)
