@@ -30,7 +30,8 @@ def add_model_options(parser: argparse.ArgumentParser, tokens: int = 4096) -> No
     parser.add_argument(
         "--model",
         default="smollm2-135m",
-        help="built-in 'smollm2-135m' (offline), a .gguf path, or a TransformerLens model name",
+        help="built-in 'smollm2-135m' (offline), a .gguf path, a local Hugging Face checkpoint "
+        "directory, or a TransformerLens model name",
     )
     parser.add_argument(
         "--corpus",
@@ -42,6 +43,12 @@ def add_model_options(parser: argparse.ArgumentParser, tokens: int = 4096) -> No
     parser.add_argument("--batch-size", type=int, default=8, help="windows per forward pass")
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if present)")
     parser.add_argument("--dtype", default="float32", help="model dtype: float32, bfloat16, ...")
+    parser.add_argument(
+        "--n-ctx", type=int, default=None, help="context length to build the model with"
+    )
+    parser.add_argument(
+        "--n-devices", type=int, default=1, help="devices to split the model's layers over"
+    )
     parser.add_argument(
         "--seed", type=int, default=0, help="seed for window sampling and bootstrap"
     )
@@ -61,7 +68,13 @@ def load_model_and_corpus(args: argparse.Namespace):
             f"--device {device}: no CUDA GPU is available here; use --device cpu."
         )
     try:
-        model = load_model(args.model, device=device, dtype=args.dtype)
+        model = load_model(
+            args.model,
+            device=device,
+            dtype=args.dtype,
+            n_ctx=getattr(args, "n_ctx", None),
+            n_devices=getattr(args, "n_devices", 1),
+        )
     except OSError as error:
         raise RopeInterpError(
             f"Could not load model {args.model!r}: {str(error).rstrip('.')}. Offline, use the "

@@ -29,7 +29,7 @@ _TINY = dict(
     num_attention_heads=4,
     num_key_value_heads=2,
     intermediate_size=128,
-    vocab_size=128,
+    vocab_size=384,
     max_position_embeddings=256,
     bos_token_id=1,
     eos_token_id=2,
@@ -68,7 +68,7 @@ def _families() -> list[Family]:
         num_hidden_layers=2,
         num_attention_heads=4,
         intermediate_size=128,
-        vocab_size=128,
+        vocab_size=384,
         max_position_embeddings=256,
         bos_token_id=1,
         eos_token_id=2,
@@ -162,7 +162,7 @@ def _families() -> list[Family]:
                 n_layer=2,
                 n_head=4,
                 rotary_dim=8,
-                vocab_size=128,
+                vocab_size=384,
                 n_positions=256,
                 bos_token_id=1,
                 eos_token_id=2,
@@ -194,7 +194,36 @@ def build_checkpoint(family: Family, directory: Path, seed: int = 0) -> Path:
             if name.endswith(("q_proj.bias", "k_proj.bias")) or "norm" in name:
                 param.add_(torch.randn_like(param) * 0.3)
     model.save_pretrained(str(directory))
+    tiny_tokenizer(int(model.config.vocab_size)).save_pretrained(str(directory))
     return directory
+
+
+def tiny_tokenizer(vocab_size: int) -> Any:
+    """A byte-level BPE tokenizer of `vocab_size` tokens trained on a few lines of the embedded
+    pydoc corpus, so that checkpoints carry a tokenizer like real ones do."""
+    from pydoc_data.topics import topics
+
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=["<pad>", "<s>", "</s>", "<unk>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    text = list(topics.values())[:20]
+    tokenizer.train_from_iterator(text, trainer=trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        pad_token="<pad>",
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
+    )
 
 
 def hf_inv_freqs(hf_model: Any) -> dict[str, torch.Tensor]:

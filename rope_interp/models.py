@@ -24,7 +24,7 @@ import torch
 
 try:
     from transformer_lens import HookedTransformer, HookedTransformerConfig
-except ImportError:  # TransformerLens >= 4: TransformerBridge only (see rope_interp.bridge)
+except ImportError:  # TransformerLens >= 4: TransformerBridge only (see rope_interp.backends)
     HookedTransformer = HookedTransformerConfig = None
 
 from rope_interp.atomic import atomic_write, atomic_write_text

@@ -13,9 +13,9 @@ import sys
 import pytest
 import torch
 
-from rope_interp.bridge import (
+from rope_interp.backends import BridgeBackend, backend_for
+from rope_interp.backends.bridge import (
     _SUPPORT,
-    BridgeRotaryCapture,
     BridgeSupport,
     UnsupportedBridge,
     bridge_support,
@@ -160,7 +160,7 @@ def test_capture_matches_the_hf_models_own_rotated_qk(arch):
     bridge, reference = make_bridge(arch)
     tokens = random_tokens()
     cap = RotaryCapture(bridge)
-    assert isinstance(cap, BridgeRotaryCapture)
+    assert isinstance(backend_for(bridge), BridgeBackend)
     captured = cap.run(tokens)
     expected_derived = () if arch in ROTATED_HOOKS_FIRE else ("rot_q", "rot_k")
     assert cap.derived == expected_derived

@@ -1,0 +1,135 @@
+"""Every rotary family, as a tiny random Hugging Face checkpoint saved to disk and loaded with
+`load_model(path)`, is exact against the Hugging Face model itself: logits, θ_i against the HF
+rotary module's inv_freq, and Σ pairs + pass-through against the attention logits (TL's
+hook_attn_scores after the soft-cap, and the HF model's own float64 attention). The numbers are
+the ones benchmarks/models_matrix.py writes into docs/models.md."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from rope_interp.checkpoints import hooked_config
+from rope_interp.errors import RopeInterpError
+from rope_interp.family_check import build_checkpoint, families, measure
+from rope_interp.models import load_model
+
+NAMES = [family.name for family in families()]
+
+
+@pytest.fixture(scope="session")
+def checkpoints(tmp_path_factory):
+    """Every family saved once per session: name -> directory."""
+    root = tmp_path_factory.mktemp("families")
+    return {
+        family.name: build_checkpoint(family, root / f"family{i}")
+        for i, family in enumerate(families())
+    }
+
+
+@pytest.fixture(scope="session")
+def tokens():
+    return torch.randint(3, 128, (2, 12), generator=torch.Generator().manual_seed(0))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_family_is_exact_against_its_hugging_face_model(name, checkpoints, tokens):
+    measured = measure(checkpoints[name], tokens)
+    assert measured["logits"] < 1e-4
+    assert measured["theta"] < 1e-6
+    assert measured["decomposition"] < 1e-5
+    assert measured["hf_logits"] < 1e-5
+
+
+def test_partial_rotary_and_layouts_come_from_the_checkpoint(checkpoints):
+    from rope_interp.spec import RotarySpec
+
+    neox = load_model(str(checkpoints["Pythia / GPT-NeoX"]), device="cpu")
+    gptj = load_model(str(checkpoints["GPT-J"]), device="cpu")
+    assert (RotarySpec.from_model(neox).rotary_dim, RotarySpec.from_model(neox).layout) == (
+        4,
+        "half",
+    )
+    assert (RotarySpec.from_model(gptj).rotary_dim, RotarySpec.from_model(gptj).layout) == (
+        8,
+        "interleaved",
+    )
+
+
+def test_n_ctx_overrides_the_context(checkpoints):
+    model = load_model(str(checkpoints["Llama"]), device="cpu", n_ctx=512)
+    assert model.cfg.n_ctx == 512
+
+
+def _edit_config(directory, tmp_path, **changes):
+    target = tmp_path / "edited"
+    target.mkdir()
+    for item in directory.iterdir():
+        (target / item.name).symlink_to(item)
+    (target / "config.json").unlink()
+    config = json.loads((directory / "config.json").read_text())
+    config.update(changes)
+    (target / "config.json").write_text(json.dumps(config))
+    return target
+
+
+@pytest.mark.parametrize(
+    "family, changes, message",
+    [
+        (
+            "Qwen2 / Qwen2.5",
+            dict(
+                rope_parameters=dict(
+                    rope_type="yarn",
+                    factor=4.0,
+                    rope_theta=10000.0,
+                    original_max_position_embeddings=64,
+                )
+            ),
+            "RoPE scaling 'yarn' is not reproduced",
+        ),
+        ("Llama", dict(architectures=["GPT2LMHeadModel"]), "architecture GPT2LMHeadModel is not"),
+    ],
+)
+def test_what_transformer_lens_cannot_convert_is_refused_by_name(
+    family, changes, message, checkpoints, tmp_path
+):
+    directory = _edit_config(checkpoints[family], tmp_path, **changes)
+    with pytest.raises(RopeInterpError, match=message):
+        hooked_config(directory)
+
+
+def test_an_unknown_name_is_one_line_saying_what_is_accepted():
+    with pytest.raises(RopeInterpError, match="accepts 'smollm2-135m'") as error:
+        load_model("my-org/my-finetune", device="cpu")
+    assert "\n" not in str(error.value)
+
+
+def test_the_summary_command_runs_on_a_checkpoint_directory(checkpoints, capsys):
+    from rope_interp.cli import main
+
+    argv = ["summary", "--model", str(checkpoints["Qwen3"]), "--tokens", "64", "--seq-len", "32"]
+    assert main([*argv, "--device", "cpu", "--n-ctx", "128"]) == 0
+    assert "RoPE: 2 layers, 4 heads (2 KV)" in capsys.readouterr().out
+
+
+def test_the_command_line_gives_one_line_and_exit_2_for_an_unknown_name(capsys):
+    from rope_interp.cli import main
+
+    assert main(["summary", "--model", "my-org/my-finetune", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "local Hugging Face checkpoint directory" in err
+
+
+def test_the_built_in_tokenizer_adds_no_start_token(real_model):
+    assert real_model.tokenizer("Hello world")["input_ids"] == [19556, 905]
+    assert real_model.to_tokens("Hello world").tolist() == [[19556, 905]]
+    assert real_model.to_tokens("Hello world", prepend_bos=True)[0, 0].item() == 1
+
+
+@pytest.mark.parametrize("kwargs", [dict(n_ctx=0), dict(n_devices=0), dict(n_ctx=4096)])
+def test_bad_or_inapplicable_loading_options_are_refused_before_any_work(kwargs):
+    with pytest.raises(RopeInterpError, match="n_ctx|n_devices"):
+        load_model("smollm2-135m", device="cpu", **kwargs)
