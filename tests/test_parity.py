@@ -22,9 +22,10 @@ import torch
 from rope_interp.ablation import Intervention, p_rope, position_shift, select_band, select_pairs
 from rope_interp.capture import capture
 from rope_interp.data import Corpus
-from rope_interp.pairs import score_contributions
+from rope_interp.errors import RopeInterpError
+from rope_interp.pairs import expand_kv_heads, score_contributions, to_pairs
 from rope_interp.report import build_report
-from rope_interp.spec import RotarySpec
+from rope_interp.spec import RotarySpec, theta_rtol
 from rope_interp.stats import collect_pair_stats
 from tests.helpers import FIXTURES, make_model, random_tokens
 
@@ -109,8 +110,18 @@ def assert_reports_match(got: dict, ref: dict, rtol: float, *, by_keys: bool) ->
         assert_frames_close(got[key], frame, rtol, f"{key[0]} / {key[1]}", by_keys=by_keys)
 
 
-@pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("name", NAMES)
+# The whole report on the accelerator for every fixture; its CPU-twin form (which keeps the
+# harness honest where no accelerator is present) and the float64 guard on two fixtures that
+# between them cover both layouts, partial rotary and grouped-query attention (the statistics,
+# decomposition and interventions below run on all four).
+REPORT_CASES = [(name, "cuda") for name in NAMES] + [("gqa", "cpu")]
+REPORT_CASES = [
+    pytest.param(name, device, marks=DEVICES[1].marks) if device == "cuda" else (name, device)
+    for name, device in REPORT_CASES
+]
+
+
+@pytest.mark.parametrize(("name", "device"), REPORT_CASES)
 def test_report_is_the_same_on_every_device(name, device):
     if device == "cpu":  # the harness itself: a second CPU twin, not the cached reference
         model = twin(name)
@@ -123,13 +134,28 @@ def test_report_is_the_same_on_every_device(name, device):
     assert_reports_match(got, report_tables(name), TABLE_RTOL, by_keys=False)
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", ["gqa", "interleaved_partial"])
 def test_report_in_float64_matches_float32(name):
     got = report_tables(name, dtype=torch.float64)
     assert_reports_match(got, report_tables(name), TABLE_RTOL, by_keys=True)
 
 
 # ---- statistics, decomposition, interventions -------------------------------------------
+_REFERENCE: dict[str, dict] = {}
+
+
+def reference(name: str) -> dict:
+    """Statistics, decomposition and logits of the float32 CPU model (computed once)."""
+    if name not in _REFERENCE:
+        model = twin(name)
+        _REFERENCE[name] = {
+            "stats": pair_stats_frame(model),
+            "decomposition": decomposition(model),
+            "logits": intervention_logits(model),
+        }
+    return _REFERENCE[name]
+
+
 def pair_stats_frame(model) -> pd.DataFrame:
     return collect_pair_stats(model, [tokens_for(model)], progress=False).to_frame()
 
@@ -169,38 +195,86 @@ def intervention_logits(model) -> dict[str, torch.Tensor]:
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("name", NAMES)
 def test_statistics_decomposition_and_interventions_on_every_device(name, device):
-    ref, got = twin(name), twin(name, device)
-    assert_frames_close(
-        pair_stats_frame(got), pair_stats_frame(ref), TABLE_RTOL, "pair stats", by_keys=False
-    )
-    for a, b in zip(decomposition(got), decomposition(ref), strict=True):
+    ref, got = reference(name), twin(name, device)
+    assert_frames_close(pair_stats_frame(got), ref["stats"], TABLE_RTOL, "stats", by_keys=False)
+    for a, b in zip(decomposition(got), ref["decomposition"], strict=True):
         torch.testing.assert_close(a, b, rtol=TABLE_RTOL, atol=TABLE_RTOL * b.abs().max())
-    ref_logits = intervention_logits(ref)
     for mode, logits in intervention_logits(got).items():
         torch.testing.assert_close(
             logits,
-            ref_logits[mode],
+            ref["logits"][mode],
             rtol=LOGIT_TOL,
             atol=LOGIT_TOL,
             msg=lambda m, mode=mode: f"{mode}: {m}",
         )
 
 
+@pytest.mark.parametrize(
+    ("dtype", "rtol"),
+    [
+        (torch.float64, TABLE_RTOL),
+        # Statistics: one rounding of q/k to bf16 (measured ≤ 1.7u of each column's scale);
+        # logits: a few roundings per layer (measured ≤ 4.6u of the logit scale); fp16 alike.
+        (torch.bfloat16, None),
+        (torch.float16, None),
+    ],
+)
 @pytest.mark.parametrize("name", NAMES)
-def test_statistics_decomposition_and_interventions_in_float64(name):
-    ref, got = twin(name), twin(name, dtype=torch.float64)
-    assert_frames_close(
-        pair_stats_frame(got), pair_stats_frame(ref), TABLE_RTOL, "pair stats", by_keys=False
-    )
-    for a, b in zip(decomposition(got), decomposition(ref), strict=True):
-        torch.testing.assert_close(a, b, rtol=TABLE_RTOL, atol=TABLE_RTOL * b.abs().max())
-    ref_logits = intervention_logits(ref)
+def test_statistics_decomposition_and_interventions_in_other_dtypes(name, dtype, rtol):
+    u = torch.finfo(dtype).eps / 2
+    stats_tol, logit_tol = (rtol, rtol) if rtol else (4 * u, 16 * u)
+    ref, got = reference(name), twin(name, dtype=dtype)
+    assert_frames_close(pair_stats_frame(got), ref["stats"], stats_tol, "stats", by_keys=False)
+    if dtype == torch.float64:  # low-precision decompositions are checked against the model
+        for a, b in zip(decomposition(got), ref["decomposition"], strict=True):
+            torch.testing.assert_close(a, b, rtol=TABLE_RTOL, atol=TABLE_RTOL * b.abs().max())
     for mode, logits in intervention_logits(got).items():
-        scale = ref_logits[mode].abs().max()
+        expected = ref["logits"][mode]
         torch.testing.assert_close(
             logits,
-            ref_logits[mode],
-            rtol=TABLE_RTOL,
-            atol=TABLE_RTOL * scale,
+            expected,
+            rtol=logit_tol,
+            atol=logit_tol * expected.abs().max(),
             msg=lambda m, mode=mode: f"{mode}: {m}",
         )
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("name", NAMES)
+def test_decomposition_is_exact_against_low_precision_hook_attn_scores(name, dtype):
+    """The spec rotates by the model's own rounded cos/sin, so the decomposition (in float64)
+    differs from `hook_attn_scores` only by the model's roundings: of the rotated q and k and
+    of the score, each ≤ u relative. Bound: 4u·(Σ_i |z^q_i||z^k_i| + |q_pass·k_pass|)/scale +
+    4u·|score| (measured ≤ 1.3u)."""
+    model = twin(name, dtype=dtype)
+    spec = RotarySpec.from_model(model)  # the config check passes on rounded buffers
+    assert spec.cos[0].dtype == dtype
+    u = torch.finfo(dtype).eps / 2
+    tokens = tokens_for(model)
+    _, cache = model.run_with_cache(tokens)
+    causal = torch.ones(tokens.shape[1], tokens.shape[1], dtype=torch.bool).tril()
+    for layer in range(model.cfg.n_layers):
+        q, k = cache["q", layer], cache["k", layer]
+        per_pair, pass_through = score_contributions(q, k, spec, layer, dtype=torch.float64)
+        got = per_pair.sum(-1) + pass_through
+        expected = cache["attn_scores", layer].double()
+        zq, q_pass = to_pairs(q.double(), spec)
+        zk, k_pass = to_pairs(expand_kv_heads(k, q.shape[2]).double(), spec)
+        magnitude = torch.einsum("bqhp,bkhp->bhqk", zq.abs(), zk.abs()) + torch.einsum(
+            "bqhd,bkhd->bhqk", q_pass.abs(), k_pass.abs()
+        )
+        bound = 4 * u * (magnitude / spec.attn_scale + expected.abs())
+        excess = ((got - expected).abs() - bound)[..., causal]
+        assert excess.max() <= 0, f"layer {layer}: off by {excess.max():.3g} beyond the bound"
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_low_precision_spec_keeps_the_config_check(dtype):
+    model = twin("half_full", dtype=dtype)
+    reference_thetas = RotarySpec.from_model(twin("half_full")).thetas
+    spec = RotarySpec.from_model(model)
+    rel = ((spec.thetas - reference_thetas).abs() / reference_thetas).max()
+    assert 0 < rel <= theta_rtol(dtype)  # rounded, within the tolerance the check allows
+    model.cfg.rotary_base = 50  # a wrong config is still caught in low precision
+    with pytest.raises(RopeInterpError, match=r"buffer θ=.*config formula θ=.*allowed"):
+        RotarySpec.from_model(model)
