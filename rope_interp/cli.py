@@ -103,7 +103,10 @@ def check_model_name(name: str) -> None:
     if name.lower() == BUILTIN_MODEL:
         return
     if name.lower().endswith(".gguf"):
-        check_gguf_file(name)
+        try:
+            check_gguf_file(name)
+        except RopeInterpError as error:
+            raise RopeInterpError(f"--model: {error}") from None
         return
     if Path(name).expanduser().is_dir():
         return
@@ -125,7 +128,10 @@ def check_corpus_source(source: str) -> None:
 
     if source == EMBEDDED_CORPUS or source.startswith("hf:"):
         return
-    resolve_text_files(source.split(","))
+    try:
+        resolve_text_files(source.split(","))
+    except RopeInterpError as error:
+        raise RopeInterpError(f"--corpus: {error}") from None
 
 
 def _at_least(args: argparse.Namespace, option: str, minimum: int, meaning: str) -> None:
