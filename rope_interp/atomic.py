@@ -31,9 +31,12 @@ def atomic_write(path: str | Path) -> Iterator[Path]:
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+        if isinstance(error, OSError) and error.errno is not None:
+            # Name the file the caller asked for, not the temporary one (now removed).
+            raise OSError(error.errno, error.strerror, str(path)) from error
         raise
 
 

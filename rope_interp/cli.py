@@ -593,7 +593,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except OSError as error:
         where = f" ({error.filename})" if error.filename else ""
-        _error(f"{error.strerror or error}{where}; nothing was left half-written.")
+        _error(f"{error.strerror or error}{where}.")
         return 1
     except KeyboardInterrupt:
         print("rope-interp: interrupted", file=sys.stderr)

@@ -141,7 +141,8 @@ _CACHE_FILES = ("weights.safetensors", "config.json", "tokenizer/tokenizer_confi
 
 
 def _write_converted(path: Path, folder: Path) -> None:
-    """Convert the GGUF file and write the cache entry's files into `folder`."""
+    """Convert the GGUF file and write the cache entry's files into `folder` (a private staging
+    folder that `model_cache` moves into place whole, so plain writes are atomic here)."""
     from safetensors.torch import save_file
 
     state_dict, cfg_dict, tokenizer = _convert_gguf(path)

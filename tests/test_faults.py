@@ -59,6 +59,7 @@ def _assert_one_line_disk_error(capsys):
     errors = [line for line in err.splitlines() if line.startswith("rope-interp: error: ")]
     assert len(errors) == 1 and "No space left on device" in errors[0], err
     assert err.strip().splitlines()[-1] == errors[0] and "Traceback" not in err
+    assert ".tmp" not in errors[0]  # names the file asked for, not a temporary one
 
 
 def test_full_disk_mid_csv_keeps_the_previous_stats(tiny, tmp_path, monkeypatch, capsys):
