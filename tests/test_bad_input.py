@@ -8,6 +8,7 @@ be caught before the model is loaded (the loaders are replaced by ones that fail
 from __future__ import annotations
 
 import argparse
+import errno
 import hashlib
 import math
 import os
@@ -223,3 +224,25 @@ def test_api_refuses_a_phase_that_is_not_a_finite_number(phi):
     spec = RotarySpec.from_model(model)
     with pytest.raises(RopeInterpError, match="phi must be a finite angle"):
         Intervention(model, select_band(spec, "high", k=1), mode="phase", phi=phi)
+
+
+@pytest.mark.parametrize(
+    ("model", "hint"),
+    [
+        ("smollm2-135m", "Check that the cache folder"),
+        ("gpt2", "Offline, use the built-in 'smollm2-135m'"),
+    ],
+)
+def test_load_failure_hint_fits_the_model(tmp_path, monkeypatch, capsys, model, hint):
+    """A cache that cannot be written is not solved by 'use the built-in model'."""
+    monkeypatch.chdir(tmp_path)
+
+    def unwritable(*args, **kwargs):
+        raise OSError(errno.EACCES, "Permission denied", "/cache/x")
+
+    monkeypatch.setattr(models, "load_model", unwritable)
+    assert cli.main(["summary", "--model", model]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert hint in line
+    if model == "smollm2-135m":
+        assert "use the built-in" not in line
