@@ -260,6 +260,12 @@ class Intervention:
                 f"The selection's mask has shape {tuple(selection.mask.shape)}; this model needs "
                 f"[layer, head, pair] = {list(expected)}. Build it with this model's spec."
             )
+        try:
+            finite_phi = math.isfinite(float(phi))
+        except (TypeError, ValueError):
+            finite_phi = False
+        if not finite_phi:
+            raise RopeInterpError(f"phi must be a finite angle in radians, got {phi!r}.")
         if mode == "shift" and not isinstance(delta, int | np.integer):
             raise RopeInterpError(f"delta must be an integer number of positions, got {delta!r}.")
         self.backend = backend_for(model)

@@ -12,6 +12,18 @@ from rope_interp.errors import RopeInterpError
 from rope_interp.numbers import parse_numbers
 
 
+class _UsageError(RopeInterpError):
+    """A command-line syntax error found by argparse (reported like every other mistake)."""
+
+
+class _ArgumentParser(argparse.ArgumentParser):
+    """argparse with its errors raised (one line, exit code 2 in `main`), not printed with the
+    whole usage text."""
+
+    def error(self, message: str):
+        raise _UsageError(f"{message} (see `{self.prog} --help`)")
+
+
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Shows "(default: X)" only where there is a default worth showing."""
 
@@ -54,19 +66,167 @@ def add_model_options(parser: argparse.ArgumentParser, tokens: int = 4096) -> No
     )
 
 
-def load_model_and_corpus(args: argparse.Namespace):
-    """The model and corpus named by `add_model_options`'s arguments. Problems a user can fix
-    (no GPU, no network for a hub model or dataset) become `RopeInterpError`s."""
+DTYPES = ("float32", "float64", "float16", "bfloat16")
+DEVICE_TYPES = ("cpu", "cuda", "mps")
+
+
+def check_device_and_dtype(device: str | None, dtype: str) -> None:
+    """`--device` and `--dtype` values a model can be loaded with (here, before any work)."""
     import torch
 
-    from rope_interp.data import load_corpus
-    from rope_interp.models import load_model
-
-    device = args.device
-    if device and device.startswith("cuda") and not torch.cuda.is_available():
+    if str(dtype).removeprefix("torch.") not in DTYPES:
+        raise RopeInterpError(
+            f"--dtype {dtype!r} is not supported; use one of {', '.join(DTYPES)}."
+        )
+    if device is None:
+        return
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError):
+        parsed = None
+    if parsed is None or parsed.type not in DEVICE_TYPES:
+        raise RopeInterpError(
+            f"--device {device!r} is not a device rope-interp can use; use cpu, cuda, cuda:N "
+            "or mps."
+        )
+    if parsed.type == "cuda" and not torch.cuda.is_available():
         raise RopeInterpError(
             f"--device {device}: no CUDA GPU is available here; use --device cpu."
         )
+    if parsed.type == "cuda" and (parsed.index or 0) >= torch.cuda.device_count():
+        raise RopeInterpError(
+            f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+            f"numbered from 0."
+        )
+    if parsed.type == "mps" and not torch.backends.mps.is_available():
+        raise RopeInterpError(f"--device {device}: MPS is not available here; use --device cpu.")
+
+
+def check_model_name(name: str) -> None:
+    """`--model`: what `load_model` accepts (checked without reading weights)."""
+    from rope_interp.models import check_model_name as check
+
+    try:
+        check(name)
+    except RopeInterpError as error:
+        raise RopeInterpError(f"--model: {error}") from None
+
+def check_corpus_source(source: str) -> None:
+    """`--corpus`: the embedded corpus, a HF dataset, or text files that exist."""
+    from rope_interp.data import EMBEDDED_CORPUS, resolve_text_files
+
+    if source == EMBEDDED_CORPUS or source.startswith("hf:"):
+        return
+    try:
+        resolve_text_files(source.split(","))
+    except RopeInterpError as error:
+        raise RopeInterpError(f"--corpus: {error}") from None
+
+
+def _at_least(args: argparse.Namespace, option: str, minimum: int, meaning: str) -> None:
+    value = getattr(args, option.removeprefix("--").replace("-", "_"), None)
+    if value is not None and value < minimum:
+        raise RopeInterpError(f"{option} must be an integer ≥ {minimum} ({meaning}); got {value}.")
+
+
+def validate_args(args: argparse.Namespace) -> None:
+    """Every check that needs no model, before any work: one `RopeInterpError` naming the
+    option, the value and what is accepted."""
+    from rope_interp.atomic import check_writable_dir, check_writable_file
+
+    for option, minimum, meaning in (
+        ("--tokens", 1, "tokens to analyse"),
+        ("--seq-len", 2, "tokens per window"),
+        ("--batch-size", 1, "windows per forward pass"),
+        ("--seed", 0, "a random seed"),
+        ("--bootstrap", 1, "bootstrap resamples"),
+        ("--random-controls", 0, "random-pair controls"),
+        ("--ablation-tokens", 1, "tokens for the ablations"),
+        ("--analysis-tokens", 1, "tokens for the score decompositions"),
+    ):
+        _at_least(args, option, minimum, meaning)
+    fraction = getattr(args, "fraction", None)
+    if fraction is not None and not 0 < fraction <= 0.5:
+        raise RopeInterpError(f"--fraction must lie in (0, 0.5]; got {fraction}.")
+    check_device_and_dtype(args.device, args.dtype)
+    command = args.command
+    if command == "report":
+        from rope_interp.report import resolve_sections
+
+        resolve_sections(_split(args.sections))  # a typo fails here, not after the model
+        if Path(args.out).suffix.lower() not in (".html", ".htm"):
+            raise RopeInterpError(f"--out must end in .html, got {args.out!r}.")
+        check_writable_file(args.out, "--out")
+        if args.save_tables is not None:
+            check_writable_dir(args.save_tables, "--save-tables")
+    elif command == "stats":
+        if not args.out.endswith((".safetensors", ".parquet", ".csv")):
+            raise RopeInterpError(
+                f"--out must end in .safetensors, .csv or .parquet, got {args.out!r}."
+            )
+        check_writable_file(args.out, "--out")
+    elif command == "ablate":
+        _validate_ablate(args, check_writable_file, check_writable_dir)
+    check_model_name(args.model)
+    check_corpus_source(args.corpus)
+
+
+def _validate_ablate(args: argparse.Namespace, check_file, check_dir) -> None:
+    from rope_interp.report import ABLATION_GROUPS
+
+    out = Path(args.out)
+    if out.suffix.lower() not in (".csv", ".parquet"):
+        raise RopeInterpError(f"--out must end in .csv or .parquet, got {args.out!r}.")
+    groups = _split(args.sweep)
+    if not groups:
+        raise RopeInterpError(
+            f"--sweep {args.sweep!r} names no group; give one or more of "
+            f"{', '.join(ABLATION_GROUPS)}, comma-separated."
+        )
+    unknown = sorted(set(groups) - set(ABLATION_GROUPS))
+    if unknown:
+        raise RopeInterpError(
+            f"Unknown ablation group(s) {unknown} in --sweep; choose from "
+            f"{', '.join(ABLATION_GROUPS)}."
+        )
+    p_values = _floats(args.p, "--p")
+    outside = [p for p in p_values if not 0 <= p <= 1]
+    if outside:
+        raise RopeInterpError(f"--p values must lie in [0, 1]; got {args.p!r}.")
+    _floats(args.phi, "--phi")
+    check_file(out, "--out")
+    check_file(_heads_path(out), "--out (its per-head table)")
+    check_dir(_run_dir(args), "--run-dir")
+
+
+def _heads_path(out: Path) -> Path:
+    return out.with_name(out.stem + "_heads" + out.suffix)
+
+
+def _run_dir(args: argparse.Namespace) -> Path:
+    out = Path(args.out)
+    return Path(args.run_dir) if args.run_dir else out.with_name(out.stem + ".runs")
+
+
+def _write_table(frame, path: Path) -> None:
+    """A tidy table as CSV or Parquet (by suffix), written atomically."""
+    from rope_interp.atomic import atomic_write
+
+    with atomic_write(path) as tmp:
+        if path.suffix.lower() == ".parquet":
+            frame.to_parquet(tmp, index=False)
+        else:
+            frame.to_csv(tmp, index=False)
+
+
+def load_model_and_corpus(args: argparse.Namespace):
+    """The model and corpus named by `add_model_options`'s arguments. Problems a user can fix
+    (no GPU, no network for a hub model or dataset) become `RopeInterpError`s."""
+    from rope_interp.data import load_corpus
+    from rope_interp.models import BUILTIN_MODEL, cache_dir, load_model
+
+    check_device_and_dtype(args.device, args.dtype)
+    device = args.device
     try:
         model = load_model(
             args.model,
@@ -76,10 +236,15 @@ def load_model_and_corpus(args: argparse.Namespace):
             n_devices=getattr(args, "n_devices", 1),
         )
     except OSError as error:
+        local = args.model.lower() == BUILTIN_MODEL or args.model.lower().endswith(".gguf")
+        hint = (
+            f"Check that the cache folder {cache_dir()} is writable and has space (or set "
+            "ROPE_INTERP_CACHE to another folder)."
+            if local
+            else f"Offline, use the built-in {BUILTIN_MODEL!r} or a local .gguf file."
+        )
         raise RopeInterpError(
-            f"Could not load model {args.model!r}: {str(error).rstrip('.')}. Offline, use the "
-            "built-in "
-            "'smollm2-135m' or a local .gguf file."
+            f"Could not load model {args.model!r}: {str(error).rstrip('.')}. {hint}"
         ) from None
     n_windows = max(1, args.tokens // args.seq_len)
     try:
@@ -141,22 +306,14 @@ def cmd_stats(args: argparse.Namespace) -> None:
     the tidy table)."""
     from rope_interp.stats import collect_pair_stats
 
-    if not args.out.endswith((".safetensors", ".parquet", ".csv")):  # before loading the model
-        raise RopeInterpError(
-            f"--out must end in .safetensors, .csv or .parquet, got {args.out!r}."
-        )
     model, corpus = load_model_and_corpus(args)
     print(f"corpus: {corpus.describe()}", file=sys.stderr)
     stats = collect_pair_stats(model, corpus.batches(args.batch_size))
     out = args.out
     if out.endswith(".safetensors"):
         stats.save(out)
-    elif out.endswith(".parquet"):
-        stats.to_frame().to_parquet(out)
-    elif out.endswith(".csv"):
-        stats.to_frame().to_csv(out, index=False)
     else:
-        raise RopeInterpError(f"--out must end in .safetensors, .csv or .parquet, got {out!r}.")
+        _write_table(stats.to_frame(), Path(out))
     print(f"wrote {out} ({stats.tokens_seen} tokens)")
 
 
@@ -166,10 +323,7 @@ def cmd_report(args: argparse.Namespace) -> None:
     from rope_interp.report import build_report, resolve_sections
 
     sections = _split(args.sections)
-    resolve_sections(sections)  # fail on a typo before loading the model
     out = Path(args.out)
-    if out.suffix.lower() not in (".html", ".htm"):
-        raise RopeInterpError(f"--out must end in .html, got {args.out!r}.")
     started = time.perf_counter()
     _note(args, f"loading model {args.model!r} ...")
     model, corpus = load_model_and_corpus(args)
@@ -228,22 +382,14 @@ def cmd_ablate(args: argparse.Namespace) -> None:
     """An ablation sweep → one row per condition (Δloss with a bootstrap CI) in a CSV/Parquet
     file, plus per-head attention effects next to it; resumable."""
     from rope_interp.experiment import run_experiment
-    from rope_interp.report import ABLATION_GROUPS, standard_conditions
+    from rope_interp.report import standard_conditions
     from rope_interp.spec import RotarySpec
 
     out = Path(args.out)
-    if out.suffix.lower() not in (".csv", ".parquet"):
-        raise RopeInterpError(f"--out must end in .csv or .parquet, got {args.out!r}.")
     groups = _split(args.sweep) or []
-    unknown = sorted(set(groups) - set(ABLATION_GROUPS))
-    if unknown:  # before loading the model
-        raise RopeInterpError(
-            f"Unknown ablation group(s) {unknown} in --sweep; choose from "
-            f"{', '.join(ABLATION_GROUPS)}."
-        )
     p_values = _floats(args.p, "--p")
     phases = _floats(args.phi, "--phi")
-    run_dir = Path(args.run_dir) if args.run_dir else out.with_name(out.stem + ".runs")
+    run_dir = _run_dir(args)
     started = time.perf_counter()
     _note(args, f"loading model {args.model!r} ...")
     model, corpus = load_model_and_corpus(args)
@@ -274,13 +420,9 @@ def cmd_ablate(args: argparse.Namespace) -> None:
         attention=not args.no_attention,
         progress=not args.quiet,
     )
-    heads_out = out.with_name(out.stem + "_heads" + out.suffix)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    heads_out = _heads_path(out)
     for frame, path in ((result.summary, out), (result.heads, heads_out)):
-        if path.suffix.lower() == ".parquet":
-            frame.to_parquet(path, index=False)
-        else:
-            frame.to_csv(path, index=False)
+        _write_table(frame, path)
     if result.skipped:
         _note(args, f"resumed: {len(result.skipped)} condition(s) reused from {run_dir}")
     columns = [c for c in ("condition", "delta_loss", "ci_low", "ci_high") if c in result.summary]
@@ -311,7 +453,7 @@ def _note(args: argparse.Namespace, message: str) -> None:
 def build_parser() -> argparse.ArgumentParser:
     from rope_interp.report import SECTION_BUILDERS
 
-    parser = argparse.ArgumentParser(
+    parser = _ArgumentParser(
         prog="rope-interp",
         description=(
             "See and test how a rotary language model uses its RoPE frequencies. "
@@ -434,18 +576,29 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    args.argv = list(argv) if argv is not None else sys.argv[1:]
+    """Run the command; a mistake is one line on stderr and exit code 2 (a failure of the
+    system, such as a full disk, one line and exit code 1), never a traceback."""
     try:
+        args = build_parser().parse_args(argv)
+        args.argv = list(argv) if argv is not None else sys.argv[1:]
+        validate_args(args)
         args.func(args)
     except RopeInterpError as error:
-        message = " ".join(str(error).split())  # one line, whatever the library wrote
-        print(f"rope-interp: error: {message}", file=sys.stderr)
+        _error(str(error))
         return 2
+    except OSError as error:
+        where = f" ({error.filename})" if error.filename else ""
+        _error(f"{error.strerror or error}{where}.")
+        return 1
     except KeyboardInterrupt:
         print("rope-interp: interrupted", file=sys.stderr)
         return 130
     return 0
+
+
+def _error(message: str) -> None:
+    message = " ".join(message.split())  # one line, whatever the library wrote
+    print(f"rope-interp: error: {message}", file=sys.stderr)
 
 
 if __name__ == "__main__":

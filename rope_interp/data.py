@@ -61,14 +61,29 @@ def embedded_texts() -> list[str]:
 
 def text_file_texts(patterns: str | Iterable[str]) -> list[str]:
     """The contents of text files named by paths or glob patterns."""
+    paths = resolve_text_files(patterns)
+    return [Path(p).read_text(encoding="utf-8", errors="replace") for p in paths]
+
+
+def resolve_text_files(patterns: str | Iterable[str]) -> list[str]:
+    """The files named by paths or glob patterns, without reading them; raises
+    `RopeInterpError` for a pattern that matches nothing, a directory, or only empty files."""
     patterns = [patterns] if isinstance(patterns, str | os.PathLike) else list(patterns)
     paths: list[str] = []
     for pattern in patterns:
         matched = sorted(glob.glob(os.path.expanduser(str(pattern)), recursive=True))
         if not matched:
             raise RopeInterpError(f"No file matches {pattern!r}: give existing paths or globs.")
+        if len(matched) == 1 and Path(matched[0]).is_dir():
+            folder = str(pattern).rstrip("/")
+            raise RopeInterpError(
+                f"Corpus {pattern!r} is a directory; name the text files in it, e.g. "
+                f"'{folder}/*.txt'."
+            )
         paths.extend(p for p in matched if Path(p).is_file())
-    return [Path(p).read_text(encoding="utf-8", errors="replace") for p in paths]
+    if paths and all(Path(p).stat().st_size == 0 for p in paths):
+        raise RopeInterpError(f"The corpus files {patterns} are empty; give files with text.")
+    return paths
 
 
 def hf_dataset_texts(

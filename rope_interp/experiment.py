@@ -30,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -448,8 +449,11 @@ def _load(store: Path, name: str, key: str) -> dict | None:
     if not path.is_file():
         return None
     try:
-        record = json.loads(path.read_text())
-    except json.JSONDecodeError:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # garbage (not UTF-8, not JSON): recompute, never block
+        record = None
+    if not isinstance(record, dict):
+        print(f"rope-interp: {path} is unreadable; recomputing {name!r}.", file=sys.stderr)
         return None
     return record if record.get("key") == key else None
 

@@ -27,7 +27,8 @@ try:
 except ImportError:  # TransformerLens >= 4: TransformerBridge only (see rope_interp.backends)
     HookedTransformer = HookedTransformerConfig = None
 
-from rope_interp.atomic import atomic_write, atomic_write_text
+from rope_interp import model_cache
+from rope_interp.atomic import atomic_write_text
 from rope_interp.checkpoints import is_checkpoint_dir, load_checkpoint
 from rope_interp.errors import RopeInterpError
 
@@ -107,10 +108,8 @@ def load_model(
                 "model is built with its own context on one device."
             )
         path = builtin_gguf_path() if name.lower() == BUILTIN_MODEL else Path(name).expanduser()
-        if not path.is_file():
-            raise RopeInterpError(f"GGUF file not found: {path}")
         return _without_start_token(load_gguf(path, device=device, dtype=dtype))
-    _check_official(name)
+    check_model_name(name)
     if n_ctx is not None:
         from_pretrained_kwargs["n_ctx"] = n_ctx
     with _quiet():
@@ -132,13 +131,26 @@ def _without_start_token(model: HookedTransformer) -> HookedTransformer:
     return model
 
 
-def _check_official(name: str) -> None:
-    """One line instead of TransformerLens's list of every official name."""
+def check_model_name(name: str) -> None:
+    """Raise `RopeInterpError` (one line) unless `name` is something `load_model` accepts: the
+    built-in name, a readable GGUF file, a checkpoint directory, or an official name. Reads no
+    weights."""
+    if name.lower() == BUILTIN_MODEL or is_checkpoint_dir(name):
+        return
+    if name.lower().endswith(".gguf"):
+        check_gguf_file(name)
+        return
+    path = Path(name).expanduser()
+    if path.is_dir():
+        raise RopeInterpError(
+            f"{path} is a folder without a config.json: give a Hugging Face checkpoint directory "
+            "(config.json + safetensors)."
+        )
     from transformer_lens.loading_from_pretrained import get_official_model_name
 
     try:
         get_official_model_name(name)
-    except ValueError:
+    except ValueError:  # its message lists every official name (8 KB)
         hint = " (no such directory)" if ("/" in name or os.sep in name) else ""
         raise RopeInterpError(
             f"Unknown model {name!r}{hint}: rope-interp accepts 'smollm2-135m', a .gguf file, "
@@ -146,33 +158,67 @@ def _check_official(name: str) -> None:
             "TransformerLens official model name."
         ) from None
 
-
 def load_gguf(
     path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
 ) -> HookedTransformer:
     """Load a Llama-family GGUF file as a `HookedTransformer`, through the converted-weight
-    cache (first load dequantizes and converts; later loads read safetensors)."""
-    from safetensors.torch import load_file, save_file
-
-    path = Path(path)
-    entry = cache_dir() / f"{path.stem}-{_file_digest(path)}-v{_CONVERSION_VERSION}"
-    weights, config_file, tokenizer_dir = (
-        entry / "weights.safetensors",
-        entry / "config.json",
-        entry / "tokenizer",
+    cache (first load dequantizes and converts; later loads read safetensors). A damaged cache
+    entry is detected (sizes and checksums) and rebuilt from `path`."""
+    path = check_gguf_file(path)
+    key = f"{path.stem}-{_file_digest(path)}-v{_CONVERSION_VERSION}"
+    cfg_dict, state_dict, tokenizer = model_cache.load_cached(
+        cache_dir(),
+        key,
+        build=lambda folder: _write_converted(path, folder),
+        load=_read_converted,
+        source=str(path),
+        required=_CACHE_FILES,
     )
-    if not (weights.is_file() and config_file.is_file() and tokenizer_dir.is_dir()):
-        state_dict, cfg_dict, tokenizer = _convert_gguf(path)
-        entry.mkdir(parents=True, exist_ok=True)
-        with atomic_write(weights) as tmp:
-            # safetensors refuses tensors that share memory (tied embeddings): store copies.
-            save_file({k: v.contiguous().clone() for k, v in state_dict.items()}, str(tmp))
-        tokenizer.save_pretrained(str(tokenizer_dir))
-        atomic_write_text(config_file, json.dumps(cfg_dict, indent=1))
-    cfg_dict = json.loads(config_file.read_text())
-    tokenizer = _load_tokenizer(tokenizer_dir)
-    state_dict = load_file(str(weights))
     return _build_hooked(cfg_dict, state_dict, tokenizer, device, dtype)
+
+
+def check_gguf_file(path: str | Path) -> Path:
+    """`path` as a `Path` if it is a readable GGUF file; else a `RopeInterpError` that says
+    what it is instead (missing, a folder, empty, not GGUF)."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise RopeInterpError(f"GGUF file not found: {path}. Give the path of a .gguf file.")
+    if path.is_dir():
+        raise RopeInterpError(f"{path} is a directory, not a GGUF file.")
+    try:
+        with path.open("rb") as handle:
+            magic = handle.read(4)
+    except OSError as error:
+        raise RopeInterpError(f"Cannot read {path}: {error.strerror}.") from None
+    if magic != _GGUF_MAGIC:
+        what = "empty" if not magic else "not a GGUF file (it does not start with b'GGUF')"
+        raise RopeInterpError(f"{path} is {what}; give a GGUF model file.")
+    return path
+
+
+_GGUF_MAGIC = b"GGUF"
+_CACHE_FILES = ("weights.safetensors", "config.json", "tokenizer/tokenizer_config.json")
+
+
+def _write_converted(path: Path, folder: Path) -> None:
+    """Convert the GGUF file and write the cache entry's files into `folder` (a private staging
+    folder that `model_cache` moves into place whole, so plain writes are atomic here)."""
+    from safetensors.torch import save_file
+
+    state_dict, cfg_dict, tokenizer = _convert_gguf(path)
+    # safetensors refuses tensors that share memory (tied embeddings): store copies.
+    tensors = {k: v.contiguous().clone() for k, v in state_dict.items()}
+    save_file(tensors, str(folder / "weights.safetensors"))
+    tokenizer.save_pretrained(str(folder / "tokenizer"))
+    atomic_write_text(folder / "config.json", json.dumps(cfg_dict, indent=1))
+
+
+def _read_converted(folder: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor], Any]:
+    from safetensors.torch import load_file
+
+    cfg_dict = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    tokenizer = _load_tokenizer(folder / "tokenizer")
+    return cfg_dict, load_file(str(folder / "weights.safetensors")), tokenizer
 
 
 def hooked_config_from_llama(hf_config: Any) -> dict[str, Any]:

@@ -1,0 +1,248 @@
+"""The bad-input matrix: every command × a table of mistakes, through the real entry point.
+
+Each mistake must end in exit code 2 with exactly one line on stderr (no traceback), leave
+every file in the working folder as it was, and, since each is a mistake in the arguments,
+be caught before the model is loaded (the loaders are replaced by ones that fail loudly).
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import hashlib
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from rope_interp import cli, models
+from rope_interp.ablation import Intervention, select_band
+from rope_interp.errors import RopeInterpError
+from rope_interp.spec import RotarySpec
+from tests.helpers import make_model
+
+# Files and folders every case can point at (created in the working folder before each case).
+SETUP = {
+    "notes.txt": b"some text for a corpus\n",
+    "empty.txt": b"",
+    "text.gguf": b"this is not a model\n",
+    "empty.gguf": b"",
+    "previous.csv": b"a,b\n1,2\n",
+    "a_file": b"x",
+}
+SETUP_DIRS = ("corpus_dir", "folder.gguf", "folder.html", "folder.csv")
+UNWRITABLE = "/proc/rope-interp-test"  # no file can be created under /proc, root or not
+
+# Mistakes every model-running command shares: (arguments, what the one line must contain).
+COMMON = [
+    (["--tokens", "0"], "--tokens"),
+    (["--tokens", "-5"], "--tokens"),
+    (["--tokens", "many"], "--tokens"),
+    (["--seq-len", "0"], "--seq-len"),
+    (["--seq-len", "1"], "--seq-len"),
+    (["--batch-size", "0"], "--batch-size"),
+    (["--seed", "-1"], "--seed"),
+    (["--seed", "1.5"], "--seed"),
+    (["--dtype", "int8"], "--dtype 'int8'"),
+    (["--dtype", "float"], "--dtype"),
+    (["--device", "tpu"], "--device 'tpu'"),
+    (["--device", "cuda:banana"], "--device"),
+    (["--model", "no-such-model"], "--model: Unknown model 'no-such-model'"),
+    (["--model", "text.gguf"], "not a GGUF file"),
+    (["--model", "empty.gguf"], "is empty"),
+    (["--model", "missing.gguf"], "GGUF file not found"),
+    (["--model", "folder.gguf"], "is a directory"),
+    (["--corpus", "corpus_dir"], "is a directory"),
+    (["--corpus", "missing/*.txt"], "No file matches"),
+    (["--corpus", "empty.txt"], "empty"),
+    (["--no-such-option"], "unrecognized arguments"),
+]
+if not torch.cuda.is_available():
+    COMMON.append((["--device", "cuda"], "no CUDA GPU"))
+
+# Each command's own required arguments (valid) and its own mistakes.
+COMMANDS = {
+    "report": (
+        ["--out", "r.html", "--quiet"],
+        [
+            (["--out", "report.pdf"], "--out must end in .html"),
+            (["--out", "folder.html"], "is a directory"),
+            (["--out", "a_file/r.html"], "is a file"),
+            (["--out", f"{UNWRITABLE}/r.html"], "cannot be written"),
+            (["--save-tables", "a_file"], "--save-tables"),
+            (["--save-tables", f"{UNWRITABLE}/tables"], "--save-tables"),
+            (["--sections", "usage,nope"], "Unknown report section"),
+            (["--bootstrap", "0"], "--bootstrap"),
+            (["--ablation-tokens", "0"], "--ablation-tokens"),
+            (["--analysis-tokens", "-1"], "--analysis-tokens"),
+        ],
+    ),
+    "ablate": (
+        ["--out", "ab.csv", "--quiet"],
+        [
+            (["--out", "ab.txt"], "--out must end in .csv or .parquet"),
+            (["--out", "folder.csv"], "is a directory"),
+            (["--out", "a_file/ab.csv"], "is a file"),
+            (["--out", f"{UNWRITABLE}/ab.csv"], "cannot be written"),
+            (["--run-dir", "a_file"], "--run-dir"),
+            (["--run-dir", f"{UNWRITABLE}/runs"], "--run-dir"),
+            (["--sweep", ""], "--sweep '' names no group"),
+            (["--sweep", " , "], "names no group"),
+            (["--sweep", "bands"], "Unknown ablation group"),
+            (["--phi", "nan"], "--phi"),
+            (["--phi", "inf"], "--phi"),
+            (["--phi", "-inf"], "--phi"),
+            (["--phi", "1e999"], "--phi"),
+            (["--phi", "9**9**9"], "--phi"),
+            (["--phi", "__import__('os')"], "--phi"),
+            (["--phi", "pi/0"], "--phi"),
+            (["--p", "2"], "--p values must lie in [0, 1]"),
+            (["--p", "nan"], "--p"),
+            (["--random-controls", "-2"], "--random-controls"),
+            (["--bootstrap", "0"], "--bootstrap"),
+            (["--fraction", "0"], "--fraction"),
+            (["--fraction", "0.9"], "--fraction"),
+        ],
+    ),
+    "stats": (
+        ["--out", "st.csv"],
+        [
+            (["--out", "st.txt"], "--out must end in .safetensors"),
+            (["--out", "folder.csv"], "is a directory"),
+            (["--out", "a_file/st.csv"], "is a file"),
+            (["--out", f"{UNWRITABLE}/st.csv"], "cannot be written"),
+        ],
+    ),
+    "summary": ([], []),
+}
+# Mistakes in the command line itself (no command, unknown command, missing required option).
+TOP_LEVEL = [
+    ([], "required"),
+    (["explain"], "invalid choice"),
+    (["ablate"], "--out"),
+    (["stats"], "--out"),
+]
+
+
+def _cases():
+    for command, (required, own) in COMMANDS.items():
+        for extra, expected in COMMON + own:
+            yield pytest.param([command, *required, *extra], expected, id=f"{command} {extra}")
+    for argv, expected in TOP_LEVEL:
+        yield pytest.param(argv, expected, id=f"top {argv}")
+
+
+CASES = list(_cases())
+
+
+def _snapshot(folder: Path) -> dict[str, str]:
+    """Every file and folder under `folder` → a digest of its content (or 'dir')."""
+    out = {}
+    for path in sorted(folder.rglob("*")):
+        key = str(path.relative_to(folder))
+        out[key] = "dir" if path.is_dir() else hashlib.sha256(path.read_bytes()).hexdigest()
+    return out
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    """A working folder with the files the cases name, and loaders that must not be called."""
+    for name, content in SETUP.items():
+        (tmp_path / name).write_bytes(content)
+    for name in SETUP_DIRS:
+        (tmp_path / name).mkdir()
+    monkeypatch.chdir(tmp_path)
+
+    def never(*args, **kwargs):
+        raise AssertionError("the model was loaded although the arguments were wrong")
+
+    monkeypatch.setattr(cli, "load_model_and_corpus", never)
+    monkeypatch.setattr(models, "load_model", never)
+    monkeypatch.setattr(models, "load_gguf", never)
+    return tmp_path
+
+
+@pytest.mark.parametrize(("argv", "expected"), CASES)
+def test_mistake_is_one_line_exit_2_and_changes_nothing(workdir, capsys, argv, expected):
+    before = _snapshot(workdir)
+    assert cli.main(argv) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("rope-interp: error: "), lines
+    assert expected in lines[0], lines
+    assert "Traceback" not in captured.err and captured.out == ""
+    assert _snapshot(workdir) == before
+
+
+def test_matrix_covers_every_command():
+    parser = cli.build_parser()
+    (commands,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    assert set(commands.choices) == set(COMMANDS)
+    assert len(CASES) >= 4 * len(COMMON)  # every command gets the shared mistakes
+
+
+def test_unknown_model_is_one_short_line(workdir, capsys):
+    assert cli.main(["summary", "--model", "gpt-17"]) == 2
+    line = capsys.readouterr().err.strip()
+    assert "Unknown model 'gpt-17'" in line and len(line) < 400  # not TransformerLens's 8 KB list
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["ablate", "--out", "ab.csv", "--phi", "nan"],
+        ["stats", "--out", f"{UNWRITABLE}/st.csv"],
+        ["summary", "--model", "no-such-model"],
+    ],
+    ids=["ablate-phi-nan", "stats-unwritable", "summary-unknown-model"],
+)
+def test_mistake_through_a_real_process(tmp_path, argv):
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root), "ROPE_INTERP_CACHE": str(tmp_path / "cache")}
+    result = subprocess.run(
+        [sys.executable, "-m", "rope_interp.cli", *argv],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+        env=env,
+    )
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("rope-interp: error: "), lines
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # not even the cache folder
+
+
+@pytest.mark.parametrize("phi", [math.nan, math.inf, -math.inf])
+def test_api_refuses_a_phase_that_is_not_a_finite_number(phi):
+    model = make_model("half_full")
+    spec = RotarySpec.from_model(model)
+    with pytest.raises(RopeInterpError, match="phi must be a finite angle"):
+        Intervention(model, select_band(spec, "high", k=1), mode="phase", phi=phi)
+
+
+@pytest.mark.parametrize(
+    ("model", "hint"),
+    [
+        ("smollm2-135m", "Check that the cache folder"),
+        ("gpt2", "Offline, use the built-in 'smollm2-135m'"),
+    ],
+)
+def test_load_failure_hint_fits_the_model(tmp_path, monkeypatch, capsys, model, hint):
+    """A cache that cannot be written is not solved by 'use the built-in model'."""
+    monkeypatch.chdir(tmp_path)
+
+    def unwritable(*args, **kwargs):
+        raise OSError(errno.EACCES, "Permission denied", "/cache/x")
+
+    monkeypatch.setattr(models, "load_model", unwritable)
+    assert cli.main(["summary", "--model", model]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert hint in line
+    if model == "smollm2-135m":
+        assert "use the built-in" not in line
