@@ -215,8 +215,7 @@ class PairStats:
             problems.append(f"model {other.model_id!r} vs {self.model_id!r}")
         if problems:
             raise RopeInterpError(
-                f"Cannot {what} statistics of different models or layers: "
-                f"{'; '.join(problems)}."
+                f"Cannot {what} statistics of different models or layers: {'; '.join(problems)}."
             )
 
     def merge(self, other: PairStats) -> PairStats:
