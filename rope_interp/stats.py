@@ -384,6 +384,7 @@ def collect_pair_stats(
     progress: bool = True,
     stats: PairStats | None = None,
     reduce_dtype: torch.dtype | None = None,
+    allow_empty: bool = False,
 ) -> PairStats:
     """One streaming pass: run `model` on each token batch and accumulate `PairStats`.
 
@@ -393,6 +394,8 @@ def collect_pair_stats(
         batches: iterable of `Int[Tensor, "batch pos"]` (e.g. `corpus.batches(8)`).
         stats: an existing accumulator to continue (resume or merge in place).
         reduce_dtype: dtype of the per-batch reduction (default float64 on CPU, float32 else).
+        allow_empty: return empty statistics instead of raising when there are no batches
+            (a rank of a distributed run whose shard is empty).
     """
     spec = RotarySpec.from_model(model, check_config=False)
     if stats is None:
@@ -413,6 +416,67 @@ def collect_pair_stats(
         stats.tokens_seen += tokens.numel()
         stats.sequences_seen += tokens.shape[0]
         seen_any = True
-    if not seen_any:
+    if not seen_any and not allow_empty:
         raise RopeInterpError("No token batches were given: the corpus is empty.")
     return stats
+
+
+def all_reduce_stats(stats: PairStats, group=None) -> PairStats:
+    """Combine the accumulators of every rank of a `torch.distributed` group in place (sums
+    added, maxima maxed, token counts added): afterwards every rank holds the statistics of
+    all ranks' batches. Works with gloo (CPU) and NCCL (tensors on each rank's GPU)."""
+    import torch.distributed as dist
+
+    stats.flush()
+    for kind in ("q", "k"):
+        dist.all_reduce(stats._sums[kind], op=dist.ReduceOp.SUM, group=group)
+        dist.all_reduce(stats._max[kind], op=dist.ReduceOp.MAX, group=group)
+        dist.all_reduce(stats._pass[kind], op=dist.ReduceOp.SUM, group=group)
+    seen = torch.tensor(
+        [stats.tokens_seen, stats.sequences_seen], dtype=torch.float64, device=stats.device
+    )
+    dist.all_reduce(seen, op=dist.ReduceOp.SUM, group=group)
+    stats.tokens_seen, stats.sequences_seen = (int(v) for v in seen.tolist())
+    return stats
+
+
+def merge_stats_files(out: str | Path, inputs: Iterable[str | Path]) -> dict[str, str]:
+    """Combine `PairStats.save` files from independent jobs (e.g. shards of a job array) into
+    `out`, without the model: sums added, maxima maxed. Refuses files of different geometry,
+    layers or model, naming what differs. Returns the merged file's metadata."""
+    inputs = [Path(p) for p in inputs]
+    if len(inputs) < 2:
+        raise RopeInterpError(f"merge needs at least two statistics files, got {len(inputs)}.")
+    if Path(out).resolve() in {p.resolve() for p in inputs}:
+        raise RopeInterpError(f"The output {out} is also an input; write to a new file.")
+    first_path, *rest = inputs
+    tensors, meta = read_stats_file(first_path)
+    tensors = {key: value.clone() for key, value in tensors.items()}
+    reference = json.loads(meta["spec"])
+    tokens, sequences = int(meta["tokens_seen"]), int(meta["sequences_seen"])
+    for path in rest:
+        theirs, their_meta = read_stats_file(path)
+        problems = fingerprint_differences(json.loads(their_meta["spec"]), reference)
+        if their_meta["layers"] != meta["layers"]:
+            problems.append(f"layers {their_meta['layers']} vs {meta['layers']}")
+        if their_meta.get("model", "") != meta.get("model", ""):
+            problems.append(f"model {their_meta.get('model')!r} vs {meta.get('model')!r}")
+        if set(theirs) != set(tensors):
+            problems.append("different tensors")
+        if problems:
+            raise RopeInterpError(f"Cannot merge {path} into {first_path}: {'; '.join(problems)}.")
+        for key, value in theirs.items():
+            if value.shape != tensors[key].shape:
+                raise RopeInterpError(f"Cannot merge {path}: {key} has another shape.")
+            if key.endswith(".max_norm"):
+                tensors[key] = torch.maximum(tensors[key], value)
+            else:
+                tensors[key] += value
+        tokens += int(their_meta["tokens_seen"])
+        sequences += int(their_meta["sequences_seen"])
+    from safetensors.torch import save_file
+
+    meta = {**meta, "tokens_seen": str(tokens), "sequences_seen": str(sequences)}
+    with atomic_write(out) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
+    return meta
