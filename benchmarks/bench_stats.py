@@ -1,14 +1,22 @@
-"""Cost of streaming pair statistics on the built-in model.
+"""Cost of streaming pair statistics against a plain forward pass.
 
-    python benchmarks/bench_stats.py [--batch 8] [--seq-len 512] [--repeats 3] [--device cpu]
+CPU mode (the built-in SmolLM2-135M and embedded corpus):
 
-Three modes, interleaved in one process so that machine noise hits each alike:
-  forward  plain forward pass (return_type=None)
-  stream   forward with `collect_pair_stats`'s hooks on every layer (nothing stored)
-  cache    `run_with_cache` of q, k, rot_q, rot_k on every layer, then the same statistics
-Peak memory: each mode once more in a fresh subprocess (CPU: peak RSS above the loaded model,
-with the kernel's peak mark reset after loading;
-CUDA: `torch.cuda.max_memory_allocated` above the loaded model).
+    python benchmarks/bench_stats.py [--batch 8] [--seq-len 512] [--repeats 5] [--memory]
+
+GPU mode (random-weight models of real shapes, no download; bf16 and fp32):
+
+    python benchmarks/bench_stats.py --gpu [--shapes smollm2-135m,llama-3-8b]
+        [--dtypes bfloat16,float32] [--repeats 10]
+
+Modes, interleaved in one process (each repeat runs every mode once, in turn) so that machine
+noise hits each alike; medians are reported:
+  forward  plain `model(tokens, return_type=None)`
+  minimal  the same with a minimal hook on the same hook points (hook_q, hook_k of every
+           layer): the sum of fp32 per-pair norms, the least any statistic can cost
+  stream   one pass of `collect_pair_stats` (every layer, q and k)
+  cache    (CPU, with --cache) `run_with_cache` of q, k, rot_q, rot_k, then the statistics
+With --memory (CPU): each mode once more in a fresh process, peak RSS above the loaded model.
 """
 
 from __future__ import annotations
@@ -25,16 +33,97 @@ from pathlib import Path
 import torch
 
 from rope_interp.capture import KINDS, hook_name
-from rope_interp.data import load_corpus
-from rope_interp.models import load_model
 from rope_interp.spec import RotarySpec
 from rope_interp.stats import PairStats, collect_pair_stats
+
+# Random-weight stand-ins for real models: (config fields, batch, seq_len).
+GPU_SHAPES = {
+    "smollm2-135m": (
+        dict(
+            n_layers=30,
+            d_model=576,
+            n_heads=9,
+            n_key_value_heads=3,
+            d_head=64,
+            d_mlp=1536,
+            d_vocab=49152,
+            rotary_base=100000,
+        ),
+        32,
+        1024,
+    ),
+    "llama-3-8b": (
+        dict(
+            n_layers=32,
+            d_model=4096,
+            n_heads=32,
+            n_key_value_heads=8,
+            d_head=128,
+            d_mlp=14336,
+            d_vocab=128256,
+            rotary_base=500000,
+        ),
+        8,
+        2048,
+    ),
+}
+
+
+def random_model(shape: str, dtype: torch.dtype, device: str, n_ctx: int):
+    """A Llama-architecture `HookedTransformer` of a real model's shape, random weights built
+    directly on `device`."""
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    fields = GPU_SHAPES[shape][0]
+    cfg = HookedTransformerConfig(
+        **fields,
+        n_ctx=n_ctx,
+        rotary_dim=fields["d_head"],
+        act_fn="silu",
+        normalization_type="RMS",
+        positional_embedding_type="rotary",
+        gated_mlp=True,
+        final_rms=True,
+        default_prepend_bos=False,
+        init_weights=False,
+        device=device,
+        dtype=dtype,
+    )
+    with torch.device(device):
+        model = HookedTransformer(cfg, move_to_device=False)
+    generator = torch.Generator(device=device).manual_seed(0)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith(".w"):  # RMSNorm scales
+                param.fill_(1.0)
+            elif name.rsplit(".", 1)[-1].startswith("b_"):  # biases
+                param.zero_()
+            else:
+                param.normal_(0, 0.02, generator=generator)
+    return model.eval()
+
+
+def minimal_hooks(model, sink: list):
+    """Hooks on hook_q/hook_k of every layer adding the sum of fp32 per-pair norms to `sink`."""
+    spec = RotarySpec.from_model(model, check_config=False)
+    rot, n_pairs = spec.rotary_dim, spec.n_pairs
+
+    def hook(tensor, hook):
+        pairs = tensor[..., :rot].unflatten(-1, (2, n_pairs)).float()
+        sink.append(torch.linalg.vector_norm(pairs, dim=-2).sum())
+
+    return [(hook_name(kind, layer), hook) for layer in range(spec.n_layers) for kind in "qk"]
 
 
 def run_mode(mode: str, model, tokens: torch.Tensor) -> None:
     if mode == "forward":
         with torch.no_grad():
             model(tokens, return_type=None)
+    elif mode == "minimal":
+        sink: list = []
+        with torch.no_grad():
+            model.run_with_hooks(tokens, fwd_hooks=minimal_hooks(model, sink), return_type=None)
+        torch.stack(sink).sum().item()
     elif mode == "stream":
         collect_pair_stats(model, [tokens], progress=False)
     elif mode == "cache":
@@ -46,32 +135,25 @@ def run_mode(mode: str, model, tokens: torch.Tensor) -> None:
         for layer in range(spec.n_layers):
             stats.update("q", layer, cache[hook_name("q", layer)])
             stats.update("k", layer, cache[hook_name("k", layer)])
+        stats.flush()
     else:
         raise ValueError(mode)
     if tokens.device.type == "cuda":
         torch.cuda.synchronize()
 
 
-def peak_memory_mb(mode: str, args) -> float:
-    """Run one mode in a fresh process; return its peak memory above the loaded model."""
-    out = subprocess.run(
-        [
-            sys.executable,
-            __file__,
-            "--child",
-            mode,
-            "--batch",
-            str(args.batch),
-            "--seq-len",
-            str(args.seq_len),
-            "--device",
-            args.device,
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return json.loads(out.stdout.strip().splitlines()[-1])["peak_mb"]
+def time_modes(modes, model, tokens, repeats: int) -> dict[str, float]:
+    """Median seconds per mode; modes interleaved within each repeat, after one warm-up each."""
+    for mode in modes:
+        run_mode(mode, model, tokens)
+    times: dict[str, list[float]] = {mode: [] for mode in modes}
+    for repeat in range(repeats):
+        order = modes if repeat % 2 == 0 else modes[::-1]
+        for mode in order:
+            start = time.perf_counter()
+            run_mode(mode, model, tokens)
+            times[mode].append(time.perf_counter() - start)
+    return {mode: statistics.median(values) for mode, values in times.items()}
 
 
 def _proc_status_mb(field: str) -> float:
@@ -89,51 +171,101 @@ def _reset_peak_rss() -> float:
     return _proc_status_mb("VmRSS")
 
 
+def peak_memory_mb(mode: str, args) -> float:
+    """Run one mode in a fresh process; return its peak RSS above the loaded model."""
+    command = [sys.executable, __file__, "--child", mode, "--batch", str(args.batch)]
+    command += ["--seq-len", str(args.seq_len)]
+    out = subprocess.run(command, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])["peak_mb"]
+
+
+def cpu_main(args) -> None:
+    from rope_interp.data import load_corpus
+    from rope_interp.models import load_model
+
+    model = load_model("smollm2-135m", device="cpu")
+    tokens = load_corpus(model, seq_len=args.seq_len, n_windows=args.batch).tokens
+    if args.child:
+        base = _reset_peak_rss()
+        run_mode(args.child, model, tokens)
+        print(json.dumps({"peak_mb": _proc_status_mb("VmHWM") - base}))
+        return
+    modes = ("forward", "minimal", "stream") + (("cache",) if args.cache else ())
+    medians = time_modes(modes, model, tokens, args.repeats)
+    print(
+        f"CPU, torch {torch.__version__}, {torch.get_num_threads()} threads; built-in "
+        f"SmolLM2-135M float32, batch {args.batch} × {args.seq_len}; median of {args.repeats}"
+    )
+    memory = "| peak RSS above model (MB) " if args.memory else ""
+    print(f"| mode | time (s) | × forward | × minimal {memory}|")
+    print("|---|---|---|---|" + ("---|" if args.memory else ""))
+    for mode in modes:
+        row = (
+            f"| {mode} | {medians[mode]:.3f} | {medians[mode] / medians['forward']:.3f} | "
+            f"{medians[mode] / medians['minimal']:.3f} |"
+        )
+        if args.memory:
+            row += f" {peak_memory_mb(mode, args):.0f} |"
+        print(row)
+
+
+def gpu_main(args) -> None:
+    if not torch.cuda.is_available():
+        raise SystemExit("--gpu needs a CUDA GPU; run without --gpu for the CPU mode.")
+    device = "cuda"
+    print(
+        f"{torch.cuda.get_device_name()}, torch {torch.__version__}; random-weight models; "
+        f"median of {args.repeats} interleaved repeats"
+    )
+    print(
+        "| shape | dtype | batch × seq | forward (ms) | minimal ×fwd | stream ×fwd "
+        "| stream ×minimal | stream peak above forward (MiB) |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for shape in args.shapes.split(","):
+        _, batch, seq_len = GPU_SHAPES[shape]
+        for dtype_name in args.dtypes.split(","):
+            dtype = getattr(torch, dtype_name)
+            model = random_model(shape, dtype, device, n_ctx=seq_len)
+            generator = torch.Generator().manual_seed(0)
+            tokens = torch.randint(0, model.cfg.d_vocab, (batch, seq_len), generator=generator)
+            tokens = tokens.to(device)
+            modes = ("forward", "minimal", "stream")
+            medians = time_modes(modes, model, tokens, args.repeats)
+            peaks = {}
+            for mode in ("forward", "stream"):
+                torch.cuda.reset_peak_memory_stats()
+                run_mode(mode, model, tokens)
+                peaks[mode] = torch.cuda.max_memory_allocated() / 2**20
+            fwd = medians["forward"]
+            print(
+                f"| {shape} | {dtype_name} | {batch} × {seq_len} | {fwd * 1e3:.1f} | "
+                f"{medians['minimal'] / fwd:.3f} | {medians['stream'] / fwd:.3f} | "
+                f"{medians['stream'] / medians['minimal']:.3f} | "
+                f"{peaks['stream'] - peaks['forward']:.0f} |",
+                flush=True,
+            )
+            del model, tokens
+            gc.collect()
+            torch.cuda.empty_cache()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--gpu", action="store_true", help="random-weight shapes on CUDA")
+    parser.add_argument("--shapes", default=",".join(GPU_SHAPES))
+    parser.add_argument("--dtypes", default="bfloat16,float32")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--seq-len", type=int, default=512)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--cache", action="store_true", help="also time run_with_cache (CPU)")
+    parser.add_argument("--memory", action="store_true", help="peak RSS per mode (CPU)")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
-
-    model = load_model("smollm2-135m", device=args.device)
-    tokens = load_corpus(model, seq_len=args.seq_len, n_windows=args.batch).tokens.to(args.device)
-    if args.child:
-        cuda = args.device.startswith("cuda")
-        if cuda:
-            torch.cuda.reset_peak_memory_stats()
-            base = torch.cuda.memory_allocated()
-        else:
-            base = _reset_peak_rss()
-        run_mode(args.child, model, tokens)
-        if cuda:
-            peak = (torch.cuda.max_memory_allocated() - base) / 2**20
-        else:
-            peak = _proc_status_mb("VmHWM") - base
-        print(json.dumps({"peak_mb": peak}))
-        return
-
-    modes = ("forward", "stream", "cache")
-    run_mode("forward", model, tokens)  # warm-up
-    times: dict[str, list[float]] = {mode: [] for mode in modes}
-    for _ in range(args.repeats):
-        for mode in modes:
-            start = time.perf_counter()
-            run_mode(mode, model, tokens)
-            times[mode].append(time.perf_counter() - start)
-    base = statistics.median(times["forward"])
-    device = torch.cuda.get_device_name() if args.device.startswith("cuda") else "CPU"
-    print(
-        f"device: {device}, torch threads {torch.get_num_threads()}, "
-        f"batch {args.batch} × {args.seq_len}, median of {args.repeats}"
-    )
-    print("| mode | time (s) | × forward | peak memory above model (MB) |")
-    print("|---|---|---|---|")
-    for mode in modes:
-        median = statistics.median(times[mode])
-        print(f"| {mode} | {median:.2f} | {median / base:.2f} | {peak_memory_mb(mode, args):.0f} |")
+    if args.gpu:
+        gpu_main(args)
+    else:
+        cpu_main(args)
 
 
 if __name__ == "__main__":

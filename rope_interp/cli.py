@@ -125,7 +125,7 @@ def check_corpus_source(source: str) -> None:
 
 def _at_least(args: argparse.Namespace, option: str, minimum: int, meaning: str) -> None:
     value = getattr(args, option.removeprefix("--").replace("-", "_"), None)
-    if value is not None and value < minimum:
+    if isinstance(value, int) and value < minimum:  # (`stats --tokens` is a budget like 50k)
         raise RopeInterpError(f"{option} must be an integer ≥ {minimum} ({meaning}); got {value}.")
 
 
@@ -133,6 +133,12 @@ def validate_args(args: argparse.Namespace) -> None:
     """Every check that needs no model, before any work: one `RopeInterpError` naming the
     option, the value and what is accepted."""
     from rope_interp.atomic import check_writable_dir, check_writable_file
+
+    if args.command == "merge":
+        if not args.out.endswith(".safetensors"):
+            raise RopeInterpError(f"merge writes .safetensors; got OUT {args.out!r}.")
+        check_writable_file(args.out, "OUT")
+        return
 
     for option, minimum, meaning in (
         ("--tokens", 1, "tokens to analyse"),
@@ -160,6 +166,10 @@ def validate_args(args: argparse.Namespace) -> None:
         if args.save_tables is not None:
             check_writable_dir(args.save_tables, "--save-tables")
     elif command == "stats":
+        from rope_interp.data import parse_shard
+
+        _token_budget(args.tokens)
+        parse_shard(args.shard)
         if not args.out.endswith((".safetensors", ".parquet", ".csv")):
             raise RopeInterpError(
                 f"--out must end in .safetensors, .csv or .parquet, got {args.out!r}."
@@ -223,10 +233,25 @@ def load_model_and_corpus(args: argparse.Namespace):
     """The model and corpus named by `add_model_options`'s arguments. Problems a user can fix
     (no GPU, no network for a hub model or dataset) become `RopeInterpError`s."""
     from rope_interp.data import load_corpus
+
+    model = load_model_from_args(args, args.device)
+    n_windows = max(1, args.tokens // args.seq_len)
+    try:
+        corpus = load_corpus(model, args.corpus, args.seq_len, n_windows, seed=args.seed)
+    except OSError as error:
+        raise RopeInterpError(
+            f"Could not read corpus {args.corpus!r}: {str(error).rstrip('.')}. Offline, use the "
+            "embedded 'pydoc' "
+            "corpus or local text files."
+        ) from None
+    return model, corpus
+
+
+def load_model_from_args(args: argparse.Namespace, device: str | None):
+    """The model named by `add_model_options`'s arguments, on `device`."""
     from rope_interp.models import BUILTIN_MODEL, cache_dir, load_model
 
-    check_device_and_dtype(args.device, args.dtype)
-    device = args.device
+    check_device_and_dtype(device, args.dtype)
     try:
         model = load_model(
             args.model,
@@ -246,16 +271,7 @@ def load_model_and_corpus(args: argparse.Namespace):
         raise RopeInterpError(
             f"Could not load model {args.model!r}: {str(error).rstrip('.')}. {hint}"
         ) from None
-    n_windows = max(1, args.tokens // args.seq_len)
-    try:
-        corpus = load_corpus(model, args.corpus, args.seq_len, n_windows, seed=args.seed)
-    except OSError as error:
-        raise RopeInterpError(
-            f"Could not read corpus {args.corpus!r}: {str(error).rstrip('.')}. Offline, use the "
-            "embedded 'pydoc' "
-            "corpus or local text files."
-        ) from None
-    return model, corpus
+    return model
 
 
 def cmd_summary(args: argparse.Namespace) -> None:
@@ -301,20 +317,121 @@ def cmd_summary(args: argparse.Namespace) -> None:
     print(f"\n{stats.tokens_seen} tokens in {time.perf_counter() - start:.1f} s")
 
 
+# ---- stats at scale: streamed corpora, shards, torch.distributed, merge ---------------------
+def _token_budget(text: str) -> int | None:
+    """`--tokens` of `stats`: a count such as 4096, 50k, 100M, 1e6, or `all`."""
+    from rope_interp.data import parse_token_count
+
+    return None if text.strip().lower() == "all" else parse_token_count(text)
+
+
+def add_stats_scale_options(parser: argparse.ArgumentParser) -> None:
+    """Corpus options of `stats` (replacing the shared `--tokens`; the parser must use
+    conflict_handler="resolve")."""
+    parser.add_argument(
+        "--tokens",
+        default="4096",
+        help="token budget of the whole run (all shards): 4096, 50k, 100M, 1e6, or 'all' for "
+        "the whole corpus; windows are taken in corpus order",
+    )
+    parser.add_argument(
+        "--shard",
+        default="0/1",
+        metavar="I/N",
+        help="take shard I of N (windows I, I+N, I+2N, ...): the N shards are disjoint and "
+        "together equal the unsharded run; combine their files with `rope-interp merge`",
+    )
+    parser.add_argument(
+        "--text-column", default="text", help="the text field of .jsonl/.parquet corpus files"
+    )
+
+
+def _distributed_rank() -> tuple[int, int]:
+    """(rank, world size) from torchrun's environment; (0, 1) outside torchrun."""
+    import os
+
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
 def cmd_stats(args: argparse.Namespace) -> None:
     """Streaming pair statistics to a file (.safetensors keeps the accumulators; .csv/.parquet
-    the tidy table)."""
-    from rope_interp.stats import collect_pair_stats
+    the tidy table). Under `torchrun`, every rank takes its shard and rank 0 writes."""
+    import torch
 
-    model, corpus = load_model_and_corpus(args)
-    print(f"corpus: {corpus.describe()}", file=sys.stderr)
-    stats = collect_pair_stats(model, corpus.batches(args.batch_size))
-    out = args.out
-    if out.endswith(".safetensors"):
-        stats.save(out)
-    else:
-        _write_table(stats.to_frame(), Path(out))
-    print(f"wrote {out} ({stats.tokens_seen} tokens)")
+    from rope_interp.data import parse_shard, stream_corpus
+    from rope_interp.stats import all_reduce_stats, collect_pair_stats
+
+    out = args.out  # checked by validate_args, before the model loads
+    budget = _token_budget(args.tokens)
+    shard_index, shard_count = parse_shard(args.shard)
+    rank, world = _distributed_rank()
+    device = args.device
+    if world > 1:
+        import torch.distributed as dist
+
+        cuda = (device or "cuda").startswith("cuda") and torch.cuda.is_available()
+        if cuda:
+            import os
+
+            device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+            torch.cuda.set_device(device)
+        dist.init_process_group(backend="nccl" if cuda else "gloo")
+    try:
+        model = load_model_from_args(args, device)
+        # Rank r of W takes every W-th window of shard I/N: the ranks together are shard I/N.
+        stream = stream_corpus(
+            model,
+            args.corpus,
+            args.seq_len,
+            max_tokens=budget,
+            shard=(shard_index + rank * shard_count, shard_count * world),
+            column=args.text_column,
+        )
+        if rank == 0:
+            ranks = f" on {world} ranks" if world > 1 else ""
+            print(f"corpus: {stream.describe()}{ranks}", file=sys.stderr)
+        stats = collect_pair_stats(
+            model,
+            stream.batches(args.batch_size, progress=rank == 0),
+            progress=False,
+            allow_empty=world > 1,
+        )
+        if world > 1:
+            all_reduce_stats(stats)
+        if rank == 0:
+            if stats.tokens_seen == 0:
+                raise RopeInterpError(
+                    f"The corpus {args.corpus!r} gave no window of {args.seq_len} tokens."
+                )
+            if out.endswith(".safetensors"):
+                stats.save(out)
+            else:
+                _write_table(stats.to_frame(), Path(out))
+            print(f"wrote {out} ({stats.tokens_seen} tokens)")
+    finally:
+        if world > 1:
+            dist.destroy_process_group()
+
+
+def cmd_merge(args: argparse.Namespace) -> None:
+    """Combine statistics files of independent jobs (shards) into one."""
+    from rope_interp.stats import merge_stats_files
+
+    meta = merge_stats_files(args.out, args.inputs)
+    print(f"wrote {args.out} ({meta['tokens_seen']} tokens from {len(args.inputs)} files)")
+
+
+def add_merge_command(commands) -> None:
+    merge = commands.add_parser(
+        "merge",
+        help="combine .safetensors statistics files of independent jobs (shards) into one",
+        description="Add the accumulators of statistics files written by `stats --out "
+        "X.safetensors` (e.g. the shards of a job array), as one pass over all their tokens "
+        "would. Files of different models, geometry or layers are refused.",
+    )
+    merge.add_argument("out", metavar="OUT", help="the merged .safetensors file to write")
+    merge.add_argument("inputs", metavar="IN", nargs="+", help="statistics files to combine")
+    merge.set_defaults(func=cmd_merge)
 
 
 def cmd_report(args: argparse.Namespace) -> None:
@@ -568,10 +685,13 @@ def build_parser() -> argparse.ArgumentParser:
         "and mean vectors of the pre-rotation q and k. .safetensors keeps the mergeable "
         "accumulators; .csv/.parquet the tidy table.",
         formatter_class=_HelpFormatter,
+        conflict_handler="resolve",
     )
     add_model_options(stats)
+    add_stats_scale_options(stats)
     stats.add_argument("--out", required=True, help="output: .safetensors, .csv or .parquet")
     stats.set_defaults(func=cmd_stats)
+    add_merge_command(commands)
     return parser
 
 

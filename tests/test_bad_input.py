@@ -115,10 +115,21 @@ COMMANDS = {
             (["--out", "folder.csv"], "is a directory"),
             (["--out", "a_file/st.csv"], "is a file"),
             (["--out", f"{UNWRITABLE}/st.csv"], "cannot be written"),
+            (["--shard", "3/2"], "--shard i/N needs N ≥ 1 and 0 ≤ i < N"),
+            (["--shard", "first"], "--shard takes i/N"),
+            (["--tokens", "1.5"], "--tokens must be a whole number"),
         ],
     ),
     "summary": ([], []),
 }
+# `merge` runs no model: its own table (OUT, then the input files).
+MERGE = [
+    (["merge", "m.csv", "notes.txt", "notes.txt"], "merge writes .safetensors"),
+    (["merge", f"{UNWRITABLE}/m.safetensors", "a", "b"], "cannot be written"),
+    (["merge", "m.safetensors", "notes.txt"], "at least two statistics files"),
+    (["merge", "m.safetensors", "missing.safetensors", "notes.txt"], "No statistics file"),
+    (["merge", "m.safetensors", "notes.txt", "notes.txt"], "is not a readable statistics file"),
+]
 # Mistakes in the command line itself (no command, unknown command, missing required option).
 TOP_LEVEL = [
     ([], "required"),
@@ -132,6 +143,8 @@ def _cases():
     for command, (required, own) in COMMANDS.items():
         for extra, expected in COMMON + own:
             yield pytest.param([command, *required, *extra], expected, id=f"{command} {extra}")
+    for argv, expected in MERGE:
+        yield pytest.param(argv, expected, id=f"merge {argv[1:]}")
     for argv, expected in TOP_LEVEL:
         yield pytest.param(argv, expected, id=f"top {argv}")
 
@@ -182,7 +195,7 @@ def test_mistake_is_one_line_exit_2_and_changes_nothing(workdir, capsys, argv, e
 def test_matrix_covers_every_command():
     parser = cli.build_parser()
     (commands,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
-    assert set(commands.choices) == set(COMMANDS)
+    assert set(commands.choices) == set(COMMANDS) | {"merge"}
     assert len(CASES) >= 4 * len(COMMON)  # every command gets the shared mistakes
 
 
