@@ -10,6 +10,7 @@ import plotly.graph_objects as go
 import pytest
 import torch
 
+from rope_interp.conditions import standard_conditions
 from rope_interp.data import Corpus
 from rope_interp.errors import RopeInterpError
 from rope_interp.report import (
@@ -18,7 +19,6 @@ from rope_interp.report import (
     Section,
     build_report,
     resolve_sections,
-    standard_conditions,
 )
 from rope_interp.spec import RotarySpec
 from tests.helpers import make_model, random_tokens
@@ -138,7 +138,7 @@ def test_ablation_tables_have_confidence_intervals(tiny_report):
     bands = next(s for s in report.sections if s.title.startswith("Ablation: high"))
     table = next(iter(bands.iter_tables())).frame
     assert {"delta_loss", "ci_low", "ci_high"} <= set(table.columns)
-    assert len(table) == 2 + 3  # high, low, three random controls
+    assert len(table) == 2 + 20  # high, low, twenty random controls
     phase = next(s for s in report.sections if s.title.startswith("Ablation: phase"))
     sanity = "position shift" in " ".join(next(iter(phase.iter_tables())).frame.condition)
     assert sanity and "relative encoding" in phase.prose
