@@ -1102,7 +1102,12 @@ def band_ablation_section(ctx: ReportContext) -> Section:
     effects = _head_effects(result.heads, list(part.condition))
     table = _summary_cols(part).merge(effects, on="condition", how="left")
     plots = _module("rope_interp.plots.ablation")
+    contrasts = _module("rope_interp.contrasts")
+    paired = contrasts.band_contrasts(result, n_boot=ctx.n_bootstrap, seed=ctx.seed)
+    places = contrasts.control_distribution(result)
     figures = [plots.delta_loss_bars(part, "Δloss (nats/token) with 95 % bootstrap CI")]
+    if len(places):
+        figures.append(plots.random_control_strip(part, places))
     high = part[part.get("band", pd.Series(dtype=str)) == "high"]
     if len(high) and len(result.heads):
         figures.append(
@@ -1117,13 +1122,20 @@ def band_ablation_section(ctx: ReportContext) -> Section:
                 "Change of previous-token attention in the top 5 % previous-token heads",
             )
         )
+    tables = [("Paired contrasts", paired)] if len(paired) else []
+    if len(places):
+        tables.append(("Where the bands fall among the random controls", places))
+    tables.append(("Conditions", table))
     return Section(
         "Ablation: high vs low frequencies",
         how_to_read=(
-            "each bar zeroes a quarter of the rotary pairs in q and k of every head; random "
-            "pairs of the same number are the control. Barbero et al. predict that removing the "
-            "highest frequencies breaks positional heads (negative `d_prev_top_heads`) and costs "
-            "more loss than removing the lowest."
+            "each bar zeroes a quarter of the rotary pairs in q and k of every head; seeded "
+            "random selections of the same number of pairs per head are the control, shown as "
+            "a distribution with the percentile where each band falls. Contrasts are paired: "
+            "A − B per sequence, with a bootstrap over sequences (the random draws held fixed). "
+            "Barbero et al. predict that removing the highest frequencies breaks positional "
+            "heads (negative `d_prev_top_heads`) and costs more loss than removing the lowest; "
+            "a band is only special if it falls outside the random draws."
         ),
         prose=(
             f"The three ablation sections share one experiment run: {len(summary)} conditions "
@@ -1133,8 +1145,8 @@ def band_ablation_section(ctx: ReportContext) -> Section:
             f"({ctx.n_bootstrap} resamples). Attention changes average over query rows ≥ 1."
         ),
         figures=figures,
-        tables=[("Conditions", table)],
-        key_result=_bands_key(table),
+        tables=tables,
+        key_result=_bands_key(table, paired, places),
     )
 
 
@@ -1145,15 +1157,25 @@ def _ci(row) -> str:
     return f"{row['delta_loss']:+.3f} [{row['ci_low']:+.3f}, {row['ci_high']:+.3f}]"
 
 
-def _bands_key(table: pd.DataFrame) -> str:
+def _bands_key(table: pd.DataFrame, paired: pd.DataFrame, places: pd.DataFrame) -> str:
     if table.empty:
         return ""
     rows = table.set_index("condition")
     named = [n for n in rows.index if not n.startswith("zero random")]
-    randoms = rows[rows.index.str.startswith("zero random")]
     parts = [f"Δloss {name}: {_ci(rows.loc[name])}" for name in named]
-    if len(randoms):
-        parts.append(f"random controls: mean {randoms.delta_loss.mean():+.3f}")
+    if len(paired):
+        first = paired.iloc[0]
+        decided = "separable" if first.ci_low > 0 or first.ci_high < 0 else "not separable"
+        parts.append(
+            f"paired {first.contrast}: {first.delta:+.3f} [{first.ci_low:+.3f}, "
+            f"{first.ci_high:+.3f}] ({decided} at n = {first.n_sequences})"
+        )
+    for place in places.itertuples():
+        parts.append(
+            f"{place.band} band at the {place.percentile:.0f}th percentile of "
+            f"{place.n_controls} random controls ({place.controls_min:+.3f} to "
+            f"{place.controls_max:+.3f})"
+        )
     if "d_prev_top_heads" in rows and len(named):
         parts.append(
             "previous-token attention of the top heads "

@@ -249,3 +249,24 @@ def test_standard_conditions_have_twenty_random_controls_by_default(model):
     assert len(masks) > 1  # seeded draws differ
     with pytest.raises(RopeInterpError, match="n_random"):
         standard_conditions(model, spec, n_random=-2)
+
+
+def test_random_control_strip_marks_the_bands():
+    from rope_interp.plots.ablation import random_control_strip
+
+    summary = pd.DataFrame(
+        {
+            "condition": ["zero high 8", "zero low 8", "r1", "r2", "r3"],
+            "band": ["high", "low", "random", "random", "random"],
+            "delta_loss": [2.5, 3.0, 1.5, 3.2, 2.4],
+        }
+    )
+    places = pd.DataFrame({"band": ["high", "low"], "percentile": [66.7, 66.7]})
+    figure = random_control_strip(summary, places)
+    assert list(figure.data[0].x) == [1.5, 3.2, 2.4]
+    lines = [shape.x0 for shape in figure.layout.shapes]
+    assert lines == [2.5, 3.0]
+    labels = [a.text for a in figure.layout.annotations]
+    assert labels == ["high band +2.500 (67th percentile)", "low band +3.000 (67th percentile)"]
+    with pytest.raises(RopeInterpError, match="column"):
+        random_control_strip(summary.drop(columns="band"))
