@@ -401,6 +401,7 @@ def _run_states(model, states, batches, seq_ids, settings: RunSettings, store, r
             starts = {s.first_hooked for s in active}
             clean = _clean_batch(model, batch, starts, settings, forward)
             for state in active:
+                bar.set_postfix_str(state.condition.name, refresh=False)
                 _condition_batch(model, state, batch, clean, settings, forward)
                 state.batches_done += 1
                 if state.batches_done == len(batches):
