@@ -310,9 +310,8 @@ def run_experiment(
             metric sums, the resume key). A finished condition whose key matches (weights,
             tokens, hook code, every setting, rope-interp's code) is reused; a mismatch is
             recomputed with a one-line note on stderr.
-        settings: a `RunSettings`; if given, the keyword arguments below it are ignored.
-        batch_size, n_boot, seed, attention, reuse_prefix, progress, pattern_dtype,
-        fast_unembed, pattern_device: see `RunSettings`.
+        settings: a `RunSettings`; if given, the other keyword arguments are ignored (they
+            are the fields of `RunSettings`, documented there).
     """
     if settings is None:
         settings = RunSettings(
