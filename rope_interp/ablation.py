@@ -39,7 +39,7 @@ import math
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -53,6 +53,9 @@ from rope_interp.capture import Hook, hook_name, resolve_layers
 from rope_interp.errors import RopeInterpError
 from rope_interp.pairs import from_pairs, to_pairs
 from rope_interp.spec import RotarySpec
+
+if TYPE_CHECKING:
+    from rope_interp.stats import PairStats
 
 Mode = Literal["zero", "mean", "nope", "phase", "shift"]
 Side = Literal["q", "k", "both"]
@@ -241,11 +244,11 @@ class Intervention:
         self,
         model,
         selection: PairSelection,
-        mode: str = "zero",
-        side: str = "both",
+        mode: str = "zero",  # a Mode; str so that a wrong value raises RopeInterpError
+        side: str = "both",  # a Side
         phi: float | int = 0.0,
         delta: int = 0,
-        stats=None,
+        stats: PairStats | None = None,
         spec: RotarySpec | None = None,
     ):
         if mode not in MODES:
@@ -277,8 +280,8 @@ class Intervention:
                 "mean, or load the model as a HookedTransformer."
             )
         self.selection = selection
-        self.mode = mode
-        self.side = side
+        self.mode: Mode = mode  # type: ignore[assignment]  (checked against MODES above)
+        self.side: Side = side  # type: ignore[assignment]
         self.phi = float(phi)
         self.delta = int(delta)
         self.sides = ("q", "k") if side == "both" else (side,)

@@ -182,7 +182,7 @@ def validate_args(args: argparse.Namespace) -> None:
 
 
 def _validate_ablate(args: argparse.Namespace, check_file, check_dir) -> None:
-    from rope_interp.report import ABLATION_GROUPS
+    from rope_interp.conditions import ABLATION_GROUPS
 
     out = Path(args.out)
     if out.suffix.lower() not in (".csv", ".parquet"):
@@ -498,8 +498,8 @@ def cmd_report(args: argparse.Namespace) -> None:
 def cmd_ablate(args: argparse.Namespace) -> None:
     """An ablation sweep → one row per condition (Δloss with a bootstrap CI) in a CSV/Parquet
     file, plus per-head attention effects next to it; resumable."""
+    from rope_interp.conditions import standard_conditions
     from rope_interp.experiment import run_experiment
-    from rope_interp.report import standard_conditions
     from rope_interp.spec import RotarySpec
 
     out = Path(args.out)
@@ -651,7 +651,12 @@ def build_parser() -> argparse.ArgumentParser:
     ablate.add_argument(
         "--fraction", type=float, default=0.25, help="band size as a fraction of the pairs"
     )
-    ablate.add_argument("--random-controls", type=int, default=3, help="random-pair controls")
+    ablate.add_argument(
+        "--random-controls",
+        type=int,
+        default=20,
+        help="seeded random-pair controls of the band size (their distribution places the bands)",
+    )
     ablate.add_argument("--p", default="1,0.75,0.5,0.25,0", help="p values for the p-RoPE sweep")
     ablate.add_argument(
         "--phi", default="pi/4,pi/2,pi", help="angles φ (radians) for the phase sweep"

@@ -1075,105 +1075,13 @@ def spectra_section(ctx: ReportContext) -> Section:
 
 
 # ---- ablations: one experiment run shared by three sections ----------------------------------
-PHASES = (0.0, math.pi / 4, math.pi / 2, math.pi)
-P_VALUES = (1.0, 0.75, 0.5, 0.25, 0.0)
-N_RANDOM_CONTROLS = 3
-
-
-ABLATION_GROUPS = ("band", "p-rope", "phase", "sanity")
-
-
-def standard_conditions(
-    model,
-    spec,
-    seed: int = 0,
-    fraction: float = 0.25,
-    groups: Sequence[str] = ABLATION_GROUPS,
-    p_values: Sequence[float] = P_VALUES,
-    phases: Sequence[float] = PHASES,
-    n_random: int = N_RANDOM_CONTROLS,
-) -> list:
-    """The standard ablations as experiment `Condition`s, by group:
-
-    - "band": zero the highest / lowest `fraction` of pairs (q and k, every head), plus
-      `n_random` random controls of the same size;
-    - "p-rope": p-RoPE and reversed p-RoPE for each p in `p_values`;
-    - "phase": rotate the high and the low band of q by each φ in `phases`;
-    - "sanity": shift every position by 16 on q and k (the scores, hence Δloss, must not move).
-    """
-    unknown = sorted(set(groups) - set(ABLATION_GROUPS))
-    if unknown:
-        raise RopeInterpError(
-            f"Unknown ablation group(s) {unknown}; choose from {', '.join(ABLATION_GROUPS)}."
-        )
-    if not 0 < fraction <= 0.5:
-        raise RopeInterpError(f"The band fraction must lie in (0, 0.5], got {fraction}.")
-    ablation = _module("rope_interp.ablation")
-    experiment = _module("rope_interp.experiment")
-    Condition, Intervention = experiment.Condition, ablation.Intervention
-    k = max(1, round(fraction * spec.n_pairs))
-    conditions = []
-    high = ablation.select_band(spec, "high", k=k)
-    low = ablation.select_band(spec, "low", k=k)
-    if "band" in groups:
-        for end, selection in (("high", high), ("low", low)):
-            conditions.append(
-                Condition(
-                    f"zero {end} {k}",
-                    Intervention(model, selection, "zero", "both", spec=spec),
-                    params={"group": "band", "band": end, "k": k},
-                )
-            )
-        for i in range(n_random):
-            random = ablation.select_random(spec, high, seed=seed + i)
-            conditions.append(
-                Condition(
-                    f"zero random {k} #{i + 1}",
-                    Intervention(model, random, "zero", "both", spec=spec),
-                    params={"group": "band", "band": "random", "k": k},
-                )
-            )
-    if "p-rope" in groups:
-        for reverse in (False, True):
-            for p in p_values:
-                if reverse and p in (0.0, 1.0):
-                    continue  # identical to the forward sweep's end points
-                conditions.append(
-                    Condition(
-                        f"{'reversed ' if reverse else ''}p-RoPE p={p:g}",
-                        ablation.p_rope(model, p, reverse=reverse, spec=spec),
-                        params={"group": "p-rope", "p": p, "reverse": reverse},
-                    )
-                )
-    if "phase" in groups:
-        for end, selection in (("high", high), ("low", low)):
-            for phi in phases:
-                if phi == 0:
-                    continue
-                conditions.append(
-                    Condition(
-                        f"phase {end} q φ={phi:.3f}",
-                        Intervention(model, selection, "phase", "q", phi=phi, spec=spec),
-                        params={"group": "phase", "band": end, "phi": phi},
-                    )
-                )
-    if "sanity" in groups:
-        delta = 16
-        conditions.append(
-            Condition(
-                f"position shift +{delta}",
-                ablation.position_shift(model, delta, spec=spec),
-                params={"group": "sanity", "delta": delta},
-            )
-        )
-    return conditions
-
-
 def _ablations(ctx: ReportContext):
     """The shared experiment result (run once for the three ablation sections)."""
     if "ablations" not in ctx.cache:
         experiment = _module("rope_interp.experiment")
-        conditions = standard_conditions(ctx.model, ctx.spec, ctx.seed)
+        conditions = _module("rope_interp.conditions").standard_conditions(
+            ctx.model, ctx.spec, ctx.seed
+        )
         ctx.cache["ablations"] = experiment.run_experiment(
             ctx.model,
             conditions,
@@ -1236,7 +1144,12 @@ def band_ablation_section(ctx: ReportContext) -> Section:
     effects = _head_effects(result.heads, list(part.condition))
     table = _summary_cols(part).merge(effects, on="condition", how="left")
     plots = _module("rope_interp.plots.ablation")
+    contrasts = _module("rope_interp.contrasts")
+    paired = contrasts.band_contrasts(result, n_boot=ctx.n_bootstrap, seed=ctx.seed)
+    places = contrasts.control_distribution(result)
     figures = [plots.delta_loss_bars(part, "Δloss (nats/token) with 95 % bootstrap CI")]
+    if len(places):
+        figures.append(plots.random_control_strip(part, places))
     high = part[part.get("band", pd.Series(dtype=str)) == "high"]
     if len(high) and len(result.heads):
         figures.append(
@@ -1251,13 +1164,20 @@ def band_ablation_section(ctx: ReportContext) -> Section:
                 "Change of previous-token attention in the top 5 % previous-token heads",
             )
         )
+    tables = [("Paired contrasts", paired)] if len(paired) else []
+    if len(places):
+        tables.append(("Where the bands fall among the random controls", places))
+    tables.append(("Conditions", table))
     return Section(
         "Ablation: high vs low frequencies",
         how_to_read=(
-            "each bar zeroes a quarter of the rotary pairs in q and k of every head; random "
-            "pairs of the same number are the control. Barbero et al. predict that removing the "
-            "highest frequencies breaks positional heads (negative `d_prev_top_heads`) and costs "
-            "more loss than removing the lowest."
+            "each bar zeroes a quarter of the rotary pairs in q and k of every head; seeded "
+            "random selections of the same number of pairs per head are the control, shown as "
+            "a distribution with the percentile where each band falls. Contrasts are paired: "
+            "A − B per sequence, with a bootstrap over sequences (the random draws held fixed). "
+            "Barbero et al. predict that removing the highest frequencies breaks positional "
+            "heads (negative `d_prev_top_heads`) and costs more loss than removing the lowest; "
+            "a band is only special if it falls outside the random draws."
         ),
         prose=(
             f"The three ablation sections share one experiment run: {len(summary)} conditions "
@@ -1267,8 +1187,8 @@ def band_ablation_section(ctx: ReportContext) -> Section:
             f"({ctx.n_bootstrap} resamples). Attention changes average over query rows ≥ 1."
         ),
         figures=figures,
-        tables=[("Conditions", table)],
-        key_result=_bands_key(table),
+        tables=tables,
+        key_result=_bands_key(table, paired, places),
     )
 
 
@@ -1279,15 +1199,25 @@ def _ci(row) -> str:
     return f"{row['delta_loss']:+.3f} [{row['ci_low']:+.3f}, {row['ci_high']:+.3f}]"
 
 
-def _bands_key(table: pd.DataFrame) -> str:
+def _bands_key(table: pd.DataFrame, paired: pd.DataFrame, places: pd.DataFrame) -> str:
     if table.empty:
         return ""
     rows = table.set_index("condition")
     named = [n for n in rows.index if not n.startswith("zero random")]
-    randoms = rows[rows.index.str.startswith("zero random")]
     parts = [f"Δloss {name}: {_ci(rows.loc[name])}" for name in named]
-    if len(randoms):
-        parts.append(f"random controls: mean {randoms.delta_loss.mean():+.3f}")
+    if len(paired):
+        first = paired.iloc[0]
+        decided = "separable" if first.ci_low > 0 or first.ci_high < 0 else "not separable"
+        parts.append(
+            f"paired {first.contrast}: {first.delta:+.3f} [{first.ci_low:+.3f}, "
+            f"{first.ci_high:+.3f}] ({decided} at n = {first.n_sequences})"
+        )
+    for place in places.itertuples():
+        parts.append(
+            f"{place.band} band at the {place.percentile:.0f}th percentile of "
+            f"{place.n_controls} random controls ({place.controls_min:+.3f} to "
+            f"{place.controls_max:+.3f})"
+        )
     if "d_prev_top_heads" in rows and len(named):
         parts.append(
             "previous-token attention of the top heads "

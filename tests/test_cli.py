@@ -116,6 +116,20 @@ def test_ablate_writes_tables_and_resumes(tiny, tmp_path, capsys):
     pd.testing.assert_frame_equal(pd.read_csv(out), summary)
 
 
+def test_ablate_recomputes_when_the_bootstrap_changes(tiny, tmp_path, capsys):
+    out = tmp_path / "r.csv"
+    argv = ["ablate", "--out", str(out), "--tokens", "64", "--seq-len", "16",
+            "--sweep", "band", "--random-controls", "1", "--quiet"]  # fmt: skip
+    assert cli.main([*argv, "--bootstrap", "200"]) == 0
+    wide = pd.read_csv(out)
+    capsys.readouterr()
+    assert cli.main([*argv, "--bootstrap", "10"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("(n_boot 200 → 10); recomputing") == 3 and "resumed" not in err
+    narrow = pd.read_csv(out)
+    assert (narrow.delta_loss == wide.delta_loss).all() and (narrow.ci_low != wide.ci_low).any()
+
+
 @pytest.mark.real_model
 def test_report_on_the_real_model(tmp_path):
     """The one real-model CLI run: a quick subset of the report on the built-in model."""

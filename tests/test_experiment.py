@@ -122,7 +122,7 @@ def test_interrupted_experiment_leaves_model_untouched(tmp_path, tiny_model):
         assert torch.equal(tiny_model(tokens), before)
     # the conditions that finished before the failure are on disk and are skipped next time
     done = run_experiment(
-        tiny_model, _conditions(tiny_model), tokens, out_dir=tmp_path, progress=False
+        tiny_model, _conditions(tiny_model), tokens, out_dir=tmp_path, batch_size=2, progress=False
     )
     assert done.skipped == ["clean", "high 1", "p=0.5 layer 1"]
 

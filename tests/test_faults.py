@@ -21,8 +21,8 @@ import pytest
 import torch
 
 from rope_interp import cli
-from rope_interp.data import Corpus
-from tests.helpers import make_model, random_tokens
+from rope_interp.data import Corpus, embedded_texts
+from tests.helpers import make_model, random_tokens, small_word_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_RUN = ["--tokens", "64", "--seq-len", "16"]
@@ -38,7 +38,12 @@ def tiny(monkeypatch):
         tokens = random_tokens(model, batch=n_windows, pos=args.seq_len, seed=args.seed)
         return model, Corpus("random tokens", tokens, prepend_bos=False)
 
+    def load_model(args, device):  # `stats` streams its corpus through the model's tokenizer
+        model.tokenizer = small_word_tokenizer(embedded_texts(), model.cfg.d_vocab)
+        return model
+
     monkeypatch.setattr(cli, "load_model_and_corpus", load)
+    monkeypatch.setattr(cli, "load_model_from_args", load_model)
     return model
 
 
@@ -154,7 +159,7 @@ def test_garbage_condition_file_is_recomputed_with_a_note(tiny, tmp_path, capsys
     notes = [line for line in capsys.readouterr().err.splitlines() if "unreadable" in line]
     assert len(notes) == 2
     assert out.read_bytes() == first
-    assert all(json.loads(r.read_text())["summary"] for r in records)  # repaired on disk
+    assert all(json.loads(r.read_text())["complete"] for r in records)  # repaired on disk
 
 
 def _killed_sweep(out_dir: Path) -> subprocess.CompletedProcess:
@@ -199,9 +204,9 @@ def test_sweep_killed_mid_way_resumes_bit_identically(
             interrupted_sweep.run(killed_dir)
         monkeypatch.delenv("ROPE_INTERP_TEST_SIGNAL")
     assert not (killed_dir / "summary.csv").exists()  # it died before the end
-    assert len(list((killed_dir / "conditions").glob("*.json"))) == 2
+    saved = [json.loads(p.read_text()) for p in (killed_dir / "conditions").glob("*.json")]
+    assert [(r["complete"], r["batches_done"]) for r in saved] == [(False, 1)] * 4
     assert not list(killed_dir.rglob("*.tmp"))  # and left no half-written file
-    resumed = interrupted_sweep.run(killed_dir)
-    assert resumed.skipped == ["zero high", "p=0.5"]
+    interrupted_sweep.run(killed_dir)  # resumes every condition from its second batch
     interrupted_sweep.run(reference_dir)
     assert _tables(killed_dir) == _tables(reference_dir)

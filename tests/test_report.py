@@ -10,6 +10,7 @@ import plotly.graph_objects as go
 import pytest
 import torch
 
+from rope_interp.conditions import standard_conditions
 from rope_interp.data import Corpus
 from rope_interp.errors import RopeInterpError
 from rope_interp.report import (
@@ -18,7 +19,6 @@ from rope_interp.report import (
     Section,
     build_report,
     resolve_sections,
-    standard_conditions,
 )
 from rope_interp.spec import RotarySpec
 from tests.helpers import make_model, random_tokens
@@ -136,9 +136,16 @@ def test_standard_report_leaves_the_model_unchanged(tiny_report):
 def test_ablation_tables_have_confidence_intervals(tiny_report):
     report, *_ = tiny_report
     bands = next(s for s in report.sections if s.title.startswith("Ablation: high"))
-    table = next(iter(bands.iter_tables())).frame
+    tables = {table.caption: table.frame for table in bands.iter_tables()}
+    table = tables["Conditions"]
     assert {"delta_loss", "ci_low", "ci_high"} <= set(table.columns)
-    assert len(table) == 2 + 3  # high, low, three random controls
+    assert len(table) == 2 + 20  # high, low, twenty random controls
+    paired = tables["Paired contrasts"]
+    assert len(paired) == 3 and {"delta", "ci_low", "ci_high"} <= set(paired.columns)
+    places = tables["Where the bands fall among the random controls"]
+    assert list(places.band) == ["high", "low"] and (places.n_controls == 20).all()
+    assert "percentile of 20 random controls" in bands.key_result
+    assert any("random draws" in str(trace.name) for f in bands.figures for trace in f.data)
     phase = next(s for s in report.sections if s.title.startswith("Ablation: phase"))
     sanity = "position shift" in " ".join(next(iter(phase.iter_tables())).frame.condition)
     assert sanity and "relative encoding" in phase.prose

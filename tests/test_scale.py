@@ -5,8 +5,6 @@ import json
 
 import pytest
 import torch
-from tokenizers import Tokenizer, models, pre_tokenizers
-from transformers import PreTrainedTokenizerFast
 
 import rope_interp.data as data
 from rope_interp.data import TokenStream, embedded_texts, parse_shard, parse_token_count
@@ -119,7 +117,7 @@ def test_stream_errors_name_the_problem(word_tokenizer, corpus_files, tmp_path):
 # ---- the statistics file's fingerprint ----------------------------------------------------------
 from rope_interp.spec import RotarySpec  # noqa: E402
 from rope_interp.stats import PairStats, collect_pair_stats, merge_stats_files  # noqa: E402
-from tests.helpers import make_model, random_tokens  # noqa: E402
+from tests.helpers import make_model, random_tokens, small_word_tokenizer  # noqa: E402
 
 
 def _saved_stats(tmp_path, name="gqa", file="stats.safetensors", seed=0, **overrides):
@@ -204,14 +202,7 @@ def test_a_lazy_iterator_is_pulled_one_batch_at_a_time():
 @pytest.fixture(scope="module")
 def small_vocab_tokenizer():
     """A word tokenizer with fewer ids than the tiny models' vocabulary (50)."""
-    from collections import Counter
-
-    counts = Counter(w for text in DOCS for w in text.split())
-    words = [w for w, _ in counts.most_common(48)]
-    vocab = {"<unk>": 0, "<bos>": 1, **{w: i + 2 for i, w in enumerate(words)}}
-    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    return PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<bos>", unk_token="<unk>")
+    return small_word_tokenizer(DOCS, 50)
 
 
 def _tiny_loader(tokenizer):

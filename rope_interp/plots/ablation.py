@@ -131,3 +131,52 @@ def phase_sweep_curves(table: pd.DataFrame, title: str = "Phase shifts of q") ->
     figure.update_xaxes(title_text="φ (radians)")
     figure.update_layout(title=title, height=400)
     return figure
+
+
+def random_control_strip(
+    summary: pd.DataFrame,
+    places: pd.DataFrame | None = None,
+    title: str = "Δloss of the bands among random-pair controls",
+) -> go.Figure:
+    """The random controls' Δloss as a strip (one dot per seeded draw, with a box) and each
+    band's Δloss as a vertical line, labelled with its percentile among the draws when `places`
+    (`rope_interp.contrasts.control_distribution`) is given. Needs columns condition, band
+    ("high", "low", "random") and delta_loss."""
+    _need(summary, ["condition", "band", "delta_loss"], "random_control_strip")
+    draws = summary[summary["band"] == "random"]
+    figure = go.Figure(
+        go.Box(
+            x=draws["delta_loss"],
+            text=draws["condition"],
+            name=f"{len(draws)} random draws",
+            boxpoints="all",
+            jitter=0.5,
+            pointpos=0,
+            orientation="h",
+            marker={"color": "#7f7f7f"},
+            hovertemplate="%{text}: Δloss %{x:.3f}<extra></extra>",
+        )
+    )
+    percentile = {}
+    if places is not None and len(places):
+        _need(places, ["band", "percentile"], "random_control_strip(places=...)")
+        percentile = dict(zip(places["band"], places["percentile"], strict=True))
+    colors = {"high": "#1f77b4", "low": "#d62728"}
+    for end in ("high", "low"):
+        row = summary[summary["band"] == end]
+        if row.empty:
+            continue
+        value = float(row["delta_loss"].iloc[0])
+        label = f"{end} band {value:+.3f}"
+        if end in percentile:
+            label += f" ({percentile[end]:.0f}th percentile)"
+        figure.add_vline(
+            x=value,
+            line={"color": colors[end], "width": 3},
+            annotation={"text": label, "font": {"color": colors[end]}},
+            annotation_position="top" if end == "high" else "bottom",
+        )
+    figure.update_layout(
+        title=title, xaxis_title="Δloss (nats/token)", height=320, showlegend=False
+    )
+    return figure
