@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 
+import pandas as pd
 import pytest
 
 from rope_interp.ablation import select_pairs
@@ -51,3 +52,30 @@ def test_phase_sweep_refuses_bad_heads(tiny_model):
         phase_sweep_attention(
             tiny_model, [random_tokens(tiny_model)], sel, [(99, 0)], progress=False
         )
+
+
+def test_phase_figure_draws_loss_and_three_destinations():
+    from rope_interp.plots import plot_phase_attention
+
+    sweep = pd.DataFrame(
+        {
+            "band": ["high"] * 3,
+            "phi": [-math.pi, 0.0, math.pi],
+            "layer": 0,
+            "head": 0,
+            "delta_loss": [1.0, 0.0, 1.0],
+            "self": [0.1, 0.2, 0.1],
+            "previous": [0.0, 0.7, 0.0],
+            "first": [0.3, 0.1, 0.3],
+        }
+    )
+    fig = plot_phase_attention(sweep)
+    assert [t.name for t in fig.data] == [
+        "high: Δloss",
+        "high: self",
+        "high: previous",
+        "high: first",
+    ]
+    assert list(fig.data[2].y) == [0.0, 0.7, 0.0] and list(fig.data[0].x) == [-1.0, 0.0, 1.0]
+    with pytest.raises(RopeInterpError, match="needs column"):
+        plot_phase_attention(sweep.drop(columns="first"))
