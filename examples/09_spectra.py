@@ -18,10 +18,13 @@ from _common import load, parser, save  # noqa: E402
 
 from rope_interp.analysis.spectral import (  # noqa: E402
     attention_spectra,
+    harmonic_enrichment,
     mlp_spectra,
     pair_spectra,
 )
+from rope_interp.analysis.statistics import spearman  # noqa: E402
 from rope_interp.plots.analysis import plot_band_energy  # noqa: E402
+from rope_interp.spec import RotarySpec  # noqa: E402
 
 
 def run(model, corpus, batch_size: int = 4, progress: bool = True) -> dict:
@@ -31,7 +34,7 @@ def run(model, corpus, batch_size: int = 4, progress: bool = True) -> dict:
     )
     mlp = mlp_spectra(model, batches, progress=progress)
     pairs = pair_spectra(model, batches, layers=[0], progress=progress)
-    corr = attn[["spectral_entropy", "attention_entropy"]].corr().iloc[0, 1]
+    corr = spearman(attn.spectral_entropy, attn.attention_entropy)
     entropy = go.Figure(
         go.Scatter(
             x=attn.attention_entropy,
@@ -41,7 +44,7 @@ def run(model, corpus, batch_size: int = 4, progress: bool = True) -> dict:
         )
     )
     entropy.update_layout(
-        title=f"Attention rows: spectral vs positional entropy (r = {corr:.2f})",
+        title=f"Attention rows: spectral vs positional entropy (Spearman {corr:.2f})",
         xaxis_title="attention entropy (bits)",
         yaxis_title="spectral entropy (bits)",
     )
@@ -64,10 +67,17 @@ def run(model, corpus, batch_size: int = 4, progress: bool = True) -> dict:
         "spectra_entropy": entropy,
         "spectra_pair_peaks": peaks,
     }
+    harmonics = harmonic_enrichment(
+        mlp,
+        RotarySpec.from_model(model, check_config=False).thetas,
+        tolerance=1.0 / corpus.tokens.shape[1],
+        n_null=2000,
+    )
     return {
         "figures": figures,
         "tables": {"attention": attn, "mlp": mlp, "pairs": pairs},
         "correlation": corr,
+        "harmonics": harmonics,
     }
 
 
@@ -75,15 +85,16 @@ def main(argv: Sequence[str] | None = None) -> dict:
     args = parser(__doc__.splitlines()[0], tokens=1024).parse_args(argv)
     model, corpus = load(args)
     result = run(model, corpus, progress=not args.tiny)
-    attn, mlp = result["tables"]["attention"], result["tables"]["mlp"]
+    attn = result["tables"]["attention"]
     bands = attn[["low", "mid", "high"]].mean()
     print(
         f"attention-row energy: low {bands.low:.0%}, mid {bands.mid:.0%}, high {bands.high:.0%};"
-        f" spectral vs positional entropy r = {result['correlation']:.2f}"
+        f" spectral vs positional entropy Spearman = {result['correlation']:.2f}"
     )
+    h = result["harmonics"]
     print(
-        f"MLP peaks matching a harmonic of θ_i: {mlp.matched.mean():.0%} "
-        f"(chance {mlp.chance_rate.mean():.0%})"
+        f"MLP peaks matching a harmonic of θ_i: {h['observed']:.0%}; the same peaks jittered by "
+        f"±{h['jitter']} cycles/token: {h['null_mean']:.0%} (p = {h['p_value']:.2g})"
     )
     save(result["figures"], args.out)
     return result

@@ -144,3 +144,27 @@ def test_bad_arguments_are_refused(tiny_model):
         frequency_bound(1)
     with pytest.raises(RopeInterpError, match="sign"):
         angle_interval(0.1, 10, "zero")
+
+
+def test_reference_rule_uses_one_global_threshold():
+    model = make_model("gqa", d_head=12, rotary_dim=12)
+    spec = RotarySpec.from_model(model)
+    pair = spec.n_pairs - 1
+    plant_offset(model, layer=1, head=1, pair=pair, norm=60.0, alpha=2.5)
+    stats = collect_pair_stats(model, [random_tokens(model, batch=4, pos=16)], progress=False)
+    table = offset_features(stats, rule="reference", reference_factor=4.0)
+    assert table.attrs["rule"] == "reference"
+    kv = torch.arange(spec.n_heads) // spec.group_size
+    for kind in ("q", "k"):
+        max_norm = stats.acc[kind]["max_norm"].cpu()
+        expected = max_norm > 4.0 * max_norm.flatten().median()  # per kind, over everything
+        if kind == "k":
+            expected = expected[:, kv]
+        assert (table[f"{kind}_outlier"].to_numpy() == expected.reshape(-1).numpy()).all()
+    rows = table.set_index(["layer", "head", "pair"])
+    assert rows.loc[(1, 1, pair)].flagged
+    # A huge factor flags nothing; the project rule is unchanged by the new arguments.
+    assert not offset_features(stats, rule="reference", reference_factor=1e6).flagged.any()
+    assert offset_features(stats).equals(offset_features(stats, reference_factor=9.0))
+    with pytest.raises(RopeInterpError, match="rule"):
+        offset_features(stats, rule="global")

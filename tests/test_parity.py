@@ -81,7 +81,9 @@ def report_tables(name: str, device: str = "cpu", dtype=torch.float32) -> dict:
     return _REPORTS[key]
 
 
-def assert_frames_close(got: pd.DataFrame, ref: pd.DataFrame, rtol: float, what: str, *, by_keys):
+def assert_frames_close(
+    got: pd.DataFrame, ref: pd.DataFrame, rtol: float, what: str, *, by_keys, atol: float = 0.0
+):
     assert list(got.columns) == list(ref.columns), what
     assert len(got) == len(ref), f"{what}: {len(got)} rows, reference {len(ref)}"
     if by_keys:
@@ -94,7 +96,8 @@ def assert_frames_close(got: pd.DataFrame, ref: pd.DataFrame, rtol: float, what:
             a, b = a.astype(float), b.astype(float)
             finite = np.isfinite(b)
             scale = np.abs(b[finite]).max() if finite.any() else 0.0
-            close = np.isclose(a, b, rtol=rtol, atol=rtol * max(scale, 1e-12), equal_nan=True)
+            tol = max(rtol * scale, atol, 1e-12 * rtol)
+            close = np.isclose(a, b, rtol=rtol, atol=tol, equal_nan=True)
             bad = np.flatnonzero(~close)
             assert not len(bad), (
                 f"{what}, column {column!r}: {len(bad)} of {len(b)} rows differ, e.g. row "
@@ -104,10 +107,13 @@ def assert_frames_close(got: pd.DataFrame, ref: pd.DataFrame, rtol: float, what:
             assert list(a) == list(b), f"{what}, column {column!r} differs"
 
 
-def assert_reports_match(got: dict, ref: dict, rtol: float, *, by_keys: bool) -> None:
+def assert_reports_match(
+    got: dict, ref: dict, rtol: float, *, by_keys: bool, atol: float = 0.0
+) -> None:
     assert got.keys() == ref.keys()
     for key, frame in ref.items():
-        assert_frames_close(got[key], frame, rtol, f"{key[0]} / {key[1]}", by_keys=by_keys)
+        what = f"{key[0]} / {key[1]}"
+        assert_frames_close(got[key], frame, rtol, what, by_keys=by_keys, atol=atol)
 
 
 # The whole report on the accelerator for every fixture; its CPU-twin form (which keeps the
@@ -137,7 +143,10 @@ def test_report_is_the_same_on_every_device(name, device):
 @pytest.mark.parametrize("name", ["gqa", "interleaved_partial"])
 def test_report_in_float64_matches_float32(name):
     got = report_tables(name, dtype=torch.float64)
-    assert_reports_match(got, report_tables(name), TABLE_RTOL, by_keys=True)
+    # A Δloss is a difference of two mean losses of ~ln(d_vocab) ≈ 4 nats, each carrying float32
+    # roundoff (≈ 4·6e-8 per term, summed over a few hundred tokens): a column of small Δs (a
+    # control median of −8e-4) inherits that absolute error, not one relative to the Δ.
+    assert_reports_match(got, report_tables(name), TABLE_RTOL, by_keys=True, atol=1e-5)
 
 
 # ---- statistics, decomposition, interventions -------------------------------------------

@@ -8,36 +8,54 @@
 - `spectral`: spectra of pair components, attention rows and MLP activations (Ruscio et al.).
 - `massive`: massive q/k values (Jin et al.) mapped to pairs.
 - `decay`: score against distance: RoPE's own (all-ones vs Gaussian) and a trained model's.
+- `phase`: a symmetric constant-phase sweep and where positional heads' attention goes.
+- `statistics`: the one tie-aware Spearman, Pearson and permutation p-values.
 """
 
 from rope_interp.analysis.decay import reference_decay, score_decay
 from rope_interp.analysis.massive import massive_values
 from rope_interp.analysis.outliers import bound_summary, offset_features
+from rope_interp.analysis.phase import phase_sweep_attention, symmetric_phis
 from rope_interp.analysis.positional import PositionalHeads, positional_heads
 from rope_interp.analysis.sinks import AttentionSinks, attention_sinks
 from rope_interp.analysis.spectral import (
+    SpectralDefinition,
     attention_spectra,
+    entropy_correlation_table,
+    harmonic_enrichment,
     mlp_spectra,
     pair_spectra,
     phase_alignment,
+    robustness_verdict,
+    spectral_entropy_definitions,
 )
+from rope_interp.analysis.statistics import correlation_test, spearman
 from rope_interp.analysis.usage import band_shares, frequency_usage, layer_usage
 
 __all__ = [
     "AttentionSinks",
     "PositionalHeads",
+    "SpectralDefinition",
     "attention_sinks",
     "attention_spectra",
     "band_shares",
     "bound_summary",
+    "correlation_test",
+    "entropy_correlation_table",
     "frequency_usage",
+    "harmonic_enrichment",
     "layer_usage",
     "massive_values",
     "mlp_spectra",
     "offset_features",
     "pair_spectra",
     "phase_alignment",
+    "phase_sweep_attention",
     "positional_heads",
     "reference_decay",
+    "robustness_verdict",
     "score_decay",
+    "spearman",
+    "spectral_entropy_definitions",
+    "symmetric_phis",
 ]

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from rope_interp.analysis._common import rotated_pass
+from rope_interp.analysis.statistics import spearman
 from rope_interp.errors import RopeInterpError
 from rope_interp.spec import RotarySpec
 
@@ -117,19 +118,14 @@ def score_decay(
                 )
             )
             tail = mean[head, 1:]
-            # Spearman = Pearson of ranks (no scipy needed).
-            spearman = (
-                float(pd.Series(distance[1:]).rank().corr(pd.Series(tail).rank()))
-                if n > 2
-                else float("nan")
-            )
+            rho = spearman(distance[1:], tail) if n > 2 else float("nan")
             head_rows.append(
                 {
                     "layer": layer,
                     "head": head,
                     "near": float(mean[head, 1 : min(9, n)].mean()) if n > 1 else float("nan"),
                     "far": float(mean[head, max(1, 3 * n // 4) :].mean()),
-                    "spearman": float(spearman),
+                    "spearman": float(rho),
                 }
             )
     return pd.concat(curve_rows, ignore_index=True), pd.DataFrame(head_rows)

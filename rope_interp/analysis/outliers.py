@@ -12,6 +12,10 @@ the ratio max |z_i| / median over pairs; a pair is an outlier in q (in k) when z
 are nearly equal, where the MAD is tiny); `flagged` needs both q and k (default,
 `require="both"`) or either. Logs because norms are positive and right-skewed.
 
+Reference rule (`rule="reference"`, Jonasson's): one global threshold per kind — a pair is an
+outlier in q (in k) when its max |z_i| > `reference_factor` (default 4) × the median of max |z_i|
+over all layers, heads and pairs of that kind. `threshold` and `min_ratio` are then unused.
+
 Bounds (derived in docs/theory.md), with L the context length:
 - partial cycle: θ_i·L < 2π;
 - frequency bound: θ_i·(L−1) < π — necessary for the score term to keep one sign for every Δ;
@@ -72,6 +76,8 @@ def offset_features(
     threshold: float = 3.5,
     require: str = "both",
     min_ratio: float = 2.0,
+    rule: str = "project",
+    reference_factor: float = 4.0,
 ) -> pd.DataFrame:
     """One row per (layer, head, pair), head a query head (kv_head is the key head it reads).
 
@@ -81,6 +87,9 @@ def offset_features(
         threshold: robust z-score above which a pair is an outlier.
         require: "both" (q and k outliers) or "either".
         min_ratio: an outlier's max |z| must also be ≥ min_ratio × the head's median over pairs.
+        rule: "project" (robust z within each head, above) or "reference" (max |z| >
+            reference_factor × the global median over layers, heads and pairs).
+        reference_factor: the factor of the reference rule.
 
     Columns: kv_head, theta, wavelength, cycles (Lθ/2π), q_max, q_mean, k_max, k_mean, q_conc,
     k_conc (mean resultant lengths), q_angle, k_angle (∠μ), alpha (∠μ_q − ∠μ_k in (−π, π]),
@@ -91,6 +100,10 @@ def offset_features(
     """
     if require not in ("both", "either"):
         raise RopeInterpError(f"require must be 'both' or 'either', got {require!r}.")
+    if rule not in ("project", "reference"):
+        raise RopeInterpError(f"rule must be 'project' or 'reference', got {rule!r}.")
+    if reference_factor <= 0:
+        raise RopeInterpError(f"reference_factor must be > 0, got {reference_factor}.")
     if context is None:
         if stats.sequences_seen == 0:
             raise RopeInterpError("No sequences were accumulated; give context explicitly.")
@@ -106,9 +119,13 @@ def offset_features(
         max_norm = acc["max_norm"].cpu()
         z = robust_z(max_norm.clamp(min=1e-30).log(), dim=-1)
         ratio = max_norm / max_norm.median(-1, keepdim=True).values.clamp(min=1e-30)
+        if rule == "project":
+            outlier = (z > threshold) & (ratio >= min_ratio)
+        else:
+            outlier = max_norm > reference_factor * max_norm.flatten().median()
         if kind == "k":
             mean_norm, mu, max_norm = mean_norm[:, kv], mu[:, kv], max_norm[:, kv]
-            z, ratio = z[:, kv], ratio[:, kv]
+            z, ratio, outlier = z[:, kv], ratio[:, kv], outlier[:, kv]
         parts[kind] = dict(
             max=max_norm,
             mean=mean_norm,
@@ -117,7 +134,7 @@ def offset_features(
             mu=mu,
             z=z,
             ratio=ratio,
-            outlier=(z > threshold) & (ratio >= min_ratio),
+            outlier=outlier,
         )
     n_layers, n_heads, n_pairs = parts["q"]["max"].shape
     theta = spec.thetas[stats.layers].cpu()[:, None, :].expand(n_layers, n_heads, n_pairs)
@@ -166,6 +183,8 @@ def offset_features(
     frame.attrs["context"] = context
     frame.attrs["threshold"] = threshold
     frame.attrs["min_ratio"] = min_ratio
+    frame.attrs["rule"] = rule
+    frame.attrs["reference_factor"] = reference_factor
     return frame
 
 

@@ -3,7 +3,8 @@
 - `rope_interp.plots.analysis`: usage maps, positional heads, offset features, sinks, spectra,
   massive values (one function per analysis table);
 - `rope_interp.plots.ablation`: Δloss bars and curves with confidence intervals, per-head
-  attention changes (from `run_experiment`'s tables).
+  attention changes (from `run_experiment`'s tables);
+- `rope_interp.plots.phase`: the symmetric phase sweep (Δloss and attention destinations).
 
 Every function is also reachable from here (`from rope_interp.plots import plot_usage_map`);
 the submodules are imported on first use. `rope_interp.report` assembles the figures into one
@@ -15,7 +16,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-_SUBMODULES = ("analysis", "ablation")
+_SUBMODULES = ("analysis", "ablation", "phase")
 
 
 def __getattr__(name: str) -> Any:
