@@ -432,7 +432,7 @@ def _fingerprint(model, tokens: Tensor) -> str:
 def _condition_key(condition: Condition, fingerprint: str, attention: bool) -> str:
     described = json.dumps(condition.describe(), sort_keys=True, default=str)
     if condition.intervention is not None:
-        mask = condition.intervention.selection.mask.numpy().tobytes()
+        mask = condition.intervention.selection.mask.cpu().numpy().tobytes()
         described += hashlib.sha256(mask).hexdigest()
     text = f"{_FORMAT_VERSION}|{fingerprint}|{attention}|{condition.name}|{described}"
     return hashlib.sha256(text.encode()).hexdigest()[:20]
