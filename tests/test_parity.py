@@ -287,3 +287,21 @@ def test_low_precision_spec_keeps_the_config_check(dtype):
     model.cfg.rotary_base = 50  # a wrong config is still caught in low precision
     with pytest.raises(RopeInterpError, match=r"buffer θ=.*config formula θ=.*allowed"):
         RotarySpec.from_model(model)
+
+
+def test_nothing_is_created_on_torch_s_default_device():
+    """Every tensor rope-interp creates names its device: with torch's default device set to
+    "meta" (as a user's `torch.set_default_device("cuda")` would move them), a tensor created
+    without one lands there and the report fails (meta tensors hold no values; mixing them
+    with CPU ones raises, as CUDA with CPU does)."""
+    model = twin("gqa")
+    corpus = Corpus("random", tokens_for(model), False)
+    sections = ["geometry", "usage", "positional", "outliers", "sinks", "massive", "spectra"]
+    torch.set_default_device("meta")
+    try:
+        report = build_report(
+            model, corpus, sections=[*sections, "ablation_prope"], progress=False, n_bootstrap=5
+        )
+    finally:
+        torch.set_default_device(None)
+    assert {s.title: s.error for s in report.sections if s.error} == {}

@@ -95,12 +95,12 @@ def find_peaks(
 ) -> pd.DataFrame:
     """The `n_peaks` largest local maxima of a 1-D spectrum above `min_freq` (cycles/token).
     Columns: rank, freq, power, power_share (of the total power above min_freq)."""
-    p = power.double()
+    p, freqs = power.double().cpu(), freqs.cpu()  # a table comes out: on the CPU
     interior = (p[1:-1] > p[:-2]) & (p[1:-1] >= p[2:])
     idx = torch.nonzero(interior).flatten() + 1
     idx = idx[freqs[idx] > min_freq]
     total = p[freqs > min_freq].sum().clamp(min=1e-300)
-    idx = idx[p[idx].argsort(descending=True)][:n_peaks]
+    idx = idx[p[idx].argsort(descending=True, stable=True)][:n_peaks]
     return pd.DataFrame(
         {
             "rank": np.arange(len(idx)),

@@ -1,0 +1,99 @@
+"""A lint: rope-interp reads tensor values into Python/numpy only at a result boundary.
+
+`.numpy()` fails on a CUDA tensor, and `.item()` / `.tolist()` on one stall the device. So every
+call of them in the package must either read a tensor just moved to the CPU (`.cpu().numpy()`)
+or be listed below with the reason the tensor is on the CPU there (or why a sync is fine). A new
+call that is neither fails this test: move the value with `.cpu()` at the boundary, or add it
+here with its reason.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import rope_interp
+
+PACKAGE = Path(rope_interp.__file__).parent
+READ = re.compile(r"\.(numpy|item|tolist)\(\)")
+AFTER_CPU = re.compile(r"\.cpu\(\)\.(numpy|item|tolist)\(\)")
+
+_THETAS = "spec.thetas is float64 on the CPU by construction (RotarySpec.__post_init__)"
+_CPU_ACC = "built from values already moved with .cpu() a few lines above"
+_SYNC_OK = "a scalar read once per call (load-time check or error message): any device works"
+
+# (file relative to the package, text on the line, reason)
+ALLOWED: list[tuple[str, str, str]] = [
+    ("ablation.py", "(anyof & ~allof).nonzero()[0].tolist()", _SYNC_OK),
+    ("report.py", '"theta_0": thetas[:, 0].numpy()', _THETAS),
+    ("report.py", '"theta_last": thetas[:, -1].numpy()', _THETAS),
+    ("report.py", '"wavelength_max": (2 * math.pi / thetas[:, -1]).numpy()', _THETAS),
+    ("report.py", '"partial_cycle_pairs": partial.numpy()', _THETAS + " (partial_cycle_mask)"),
+    ("report.py", '"half_cycle_pairs": half.numpy()', _THETAS + " (partial_cycle_mask)"),
+    ("report.py", "y=(2 * math.pi / thetas[layer]).numpy()", _THETAS),
+    ("experiment.py", "loss = torch.cat(losses).numpy()", _CPU_ACC),
+    ("experiment.py", "base = clean.losses.numpy()", _CPU_ACC),
+    ("experiment.py", "return value.item()", "a numpy scalar for JSON, not a tensor"),
+    ("experiment.py", "return value.tolist()", "JSON boundary: tolist() copies from any device"),
+    ("bridge.py", "errors[layout] = (ours - theirs).abs().max().item()", _SYNC_OK),
+    ("bridge.py", "err = (ours - rotated.float()).abs().max().item()", _SYNC_OK),
+    ("bridge.py", "tol = 1e-4 * max(1.0, pre.float().abs().max().item())", _SYNC_OK),
+    ("analysis/usage.py", '"layer": index[:, 0].numpy()', "index built on the CPU"),
+    ("analysis/usage.py", '"head": index[:, 1].numpy()', "index built on the CPU"),
+    ("analysis/usage.py", '"pair": index[:, 2].numpy()', "index built on the CPU"),
+    ("analysis/usage.py", '"mean_norm": norms.reshape(-1).double().numpy()', _CPU_ACC),
+    ("analysis/usage.py", '"share": share.reshape(-1).double().numpy()', _CPU_ACC),
+    ("analysis/usage.py", '"theta": theta.numpy()', _THETAS),
+    ("analysis/usage.py", '"wavelength": (2 * torch.pi / theta).numpy()', _THETAS),
+    ("analysis/spectral.py", '"freq": freqs[idx].numpy()', _CPU_ACC),
+    ("analysis/spectral.py", '"power": p[idx].numpy()', _CPU_ACC),
+    ("analysis/spectral.py", '"power_share": (p[idx] / total).numpy()', _CPU_ACC),
+    ("analysis/spectral.py", "f = (thetas.double() / (2 * math.pi)).tolist()", _THETAS),
+    ("analysis/spectral.py", "for r, m in enumerate(rows_m.tolist()):", "a short index row"),
+    ("analysis/decay.py", '"distance": distance.numpy()', "reference curve: CPU by design"),
+    ("analysis/decay.py", '"ones": ones.numpy()', "reference curve: CPU by design"),
+    ("analysis/decay.py", '"gaussian_mean": scores.mean(0).numpy()', "reference: CPU"),
+    ("analysis/decay.py", '"gaussian_se": (scores.std(0) / n_samples**0.5).numpy()', "CPU"),
+    ("analysis/outliers.py", "v.reshape(-1).numpy() for k, v in columns.items()", _CPU_ACC),
+]
+
+
+def _reads() -> list[tuple[str, str]]:
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        rel = path.relative_to(PACKAGE).as_posix()
+        for line in path.read_text(encoding="utf-8").splitlines():
+            code = line.split("#", 1)[0]
+            if READ.search(AFTER_CPU.sub("", code)):
+                found.append((rel, line.strip()))
+    return found
+
+
+def test_values_leave_the_device_only_at_listed_boundaries():
+    unlisted = [
+        f"{rel}: {line}"
+        for rel, line in _reads()
+        if not any(rel == file and text in line for file, text, _ in ALLOWED)
+    ]
+    assert not unlisted, (
+        "Tensor values read without .cpu() outside the allow-list (add .cpu() at the result "
+        "boundary, or list the line with the reason its tensor is on the CPU):\n"
+        + "\n".join(unlisted)
+    )
+
+
+def test_allow_list_has_no_stale_entries():
+    reads = _reads()
+    stale = [
+        (file, text)
+        for file, text, _ in ALLOWED
+        if not any(rel == file and text in line for rel, line in reads)
+    ]
+    assert not stale, f"Allow-list entries that match no line any more: {stale}"
+
+
+def test_the_lint_catches_a_device_read():
+    """The pattern flags a bare read and passes one after .cpu()."""
+    assert READ.search(AFTER_CPU.sub("", "x = t.sum().numpy()"))
+    assert not READ.search(AFTER_CPU.sub("", "x = t.sum().cpu().numpy()"))
+    assert READ.search(AFTER_CPU.sub("", "y = t.cpu().numpy() + u.item()"))
