@@ -165,6 +165,11 @@ def validate_args(args: argparse.Namespace) -> None:
         check_writable_file(args.out, "--out")
         if args.save_tables is not None:
             check_writable_dir(args.save_tables, "--save-tables")
+        if args.figures is not None:
+            from rope_interp.plots.export import check_image_export
+
+            check_writable_dir(args.figures, "--figures")
+            check_image_export(args.format)
     elif command == "stats":
         from rope_interp.data import parse_shard
 
@@ -485,6 +490,9 @@ def cmd_report(args: argparse.Namespace) -> None:
         f"{time.perf_counter() - started:.0f} s in all (model loading included)"
     )
     path = report.write(out, tables_dir=args.save_tables)
+    if args.figures is not None:
+        images = report.write_figures(args.figures, args.format)
+        print(f"wrote {len(images)} {args.format.upper()} figures to {args.figures}")
     size = path.stat().st_size / 1e6
     failed = [s.title for s in report.sections if s.error]
     print(
@@ -619,6 +627,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     report.add_argument(
         "--save-tables", default=None, metavar="DIR", help="also write every table as CSV here"
+    )
+    report.add_argument(
+        "--figures",
+        default=None,
+        metavar="DIR",
+        help="also write every figure as an image file here (for a paper; needs Chromium)",
+    )
+    report.add_argument(
+        "--format", default="png", choices=("png", "svg", "pdf"), help="image format of --figures"
     )
     report.add_argument("--quiet", action="store_true", help="no progress output")
     report.set_defaults(func=cmd_report)

@@ -84,8 +84,8 @@ def fingerprint_differences(saved: dict, current: dict) -> list[str]:
             note = " (pairs)" if key == "rotary_dim" else ""
             out.append(f"{key} {saved.get(key)} vs {current.get(key)}{note}")
     if not out:
-        a = torch.tensor(saved.get("thetas", []), dtype=torch.float64)
-        b = torch.tensor(current["thetas"], dtype=torch.float64)
+        a = torch.tensor(saved.get("thetas", []), dtype=torch.float64, device="cpu")
+        b = torch.tensor(current["thetas"], dtype=torch.float64, device="cpu")
         if a.shape != b.shape or not torch.allclose(a, b, rtol=_THETA_RTOL, atol=0):
             out.append("θ (rotary frequencies)")
     return out
@@ -181,7 +181,7 @@ class PairStats:
                 continue
             sums = self._sums[kind]
             sums[:, :, :_N_REDUCED] += self._buf[kind]
-            counts = torch.zeros(len(self.layers), 2, dtype=torch.float64)
+            counts = torch.zeros(len(self.layers), 2, dtype=torch.float64, device="cpu")
             for row, (tokens, sequences) in pending.items():
                 counts[row, 0], counts[row, 1] = tokens, sequences
             sums[:, :, _N_REDUCED:] += counts.to(self.device)[:, None, :, None]
@@ -320,8 +320,11 @@ class PairStats:
             mean_sq = acc["sum_sq"] / count
             mean = self.mean_vectors(kind)
             n_layers, n_heads, n_pairs = mean.shape
+            cpu = dict(device="cpu")  # index tables for the table, on the CPU
             index = torch.cartesian_prod(
-                torch.tensor(self.layers), torch.arange(n_heads), torch.arange(n_pairs)
+                torch.tensor(self.layers, **cpu),
+                torch.arange(n_heads, **cpu),
+                torch.arange(n_pairs, **cpu),
             )
             columns = {
                 "count": acc["count"],

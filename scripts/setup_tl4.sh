@@ -46,7 +46,7 @@ EOF
     python - >&2 <<'EOF'
 from importlib.metadata import version
 
-import rope_interp.bridge  # noqa: F401  (the package imports under TransformerLens 4)
+import rope_interp.backends.bridge  # noqa: F401  (the package imports under TransformerLens 4)
 from transformer_lens.model_bridge import TransformerBridge  # noqa: F401
 
 print("rope-interp: .venv-tl4 has TransformerLens", version("transformer-lens"))

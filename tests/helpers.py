@@ -2,7 +2,14 @@
 
 from rope_interp.testing import FIXTURES, make_config, make_model, random_tokens
 
-__all__ = ["FIXTURES", "make_config", "make_model", "random_tokens", "small_word_tokenizer"]
+__all__ = [
+    "FIXTURES",
+    "make_config",
+    "make_model",
+    "png_size",
+    "random_tokens",
+    "small_word_tokenizer",
+]
 
 
 def small_word_tokenizer(texts, size: int = 50):
@@ -19,3 +26,12 @@ def small_word_tokenizer(texts, size: int = 50):
     backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     return PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<bos>", unk_token="<unk>")
+
+
+def png_size(path) -> tuple[int, int]:
+    """(width, height) from a PNG's IHDR chunk; fails unless the file is a PNG."""
+    import struct
+
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
+    return struct.unpack(">II", data[16:24])

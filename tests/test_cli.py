@@ -11,7 +11,8 @@ import pytest
 
 from rope_interp import cli
 from rope_interp.data import Corpus
-from tests.helpers import make_model, random_tokens
+from rope_interp.plots.export import find_browser
+from tests.helpers import make_model, png_size, random_tokens
 
 
 @pytest.fixture
@@ -162,3 +163,17 @@ def test_ablate_writes_parquet(tiny, tmp_path):
     summary = pd.read_parquet(out)
     assert list(summary.condition) == ["p-RoPE p=1", "p-RoPE p=0.5", "reversed p-RoPE p=0.5"]
     assert summary.set_index("condition").loc["p-RoPE p=1", "delta_loss"] == 0
+
+
+@pytest.mark.skipif(find_browser() is None, reason="Chromium is not installed (kaleido needs it)")
+def test_report_writes_every_figure_as_png(tiny, tmp_path, capsys):
+    figures = tmp_path / "fig"
+    argv = ["report", "--out", str(tmp_path / "r.html"), "--tokens", "96", "--seq-len", "32",
+            "--quiet", "--sections", "geometry,usage", "--figures", str(figures),
+            "--format", "png"]  # fmt: skip
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    pngs = sorted(figures.glob("*.png"))
+    n_figures = int(out.split(" figures)")[0].rsplit(", ", 1)[-1])  # "..., N figures) in ..."
+    assert len(pngs) == n_figures >= 2 and f"wrote {n_figures} PNG figures" in out
+    assert png_size(pngs[0]) == (1800, 1120)  # 900×560 CSS pixels at scale 2

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import struct
-
 import plotly.graph_objects as go
 import pytest
 
 from rope_interp.errors import RopeInterpError
 from rope_interp.plots.export import check_image_export, find_browser
 from rope_interp.report import Report, Section
+from tests.helpers import png_size
 
 needs_browser = pytest.mark.skipif(find_browser() is None, reason="Chromium is not installed")
 
@@ -18,13 +17,6 @@ def _report() -> Report:
     line = go.Figure(go.Scatter(x=[0, 1, 2], y=[2, 0, 1]))
     bars = go.Figure(go.Bar(x=["a", "b"], y=[1, 3]))
     return Report(sections=[Section("Usage", figures=[line, bars]), Section("Sinks", figures=[])])
-
-
-def png_size(path) -> tuple[int, int]:
-    """(width, height) from a PNG's IHDR chunk; fails unless the file is a PNG."""
-    data = path.read_bytes()
-    assert data[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
-    return struct.unpack(">II", data[16:24])
 
 
 def test_figures_are_named_by_section_in_reading_order():

@@ -5,6 +5,8 @@ import json
 
 import pytest
 import torch
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import PreTrainedTokenizerFast
 
 import rope_interp.data as data
 from rope_interp.data import TokenStream, embedded_texts, parse_shard, parse_token_count

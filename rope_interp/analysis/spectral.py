@@ -579,7 +579,7 @@ def _accumulate(a: dict, power: Tensor, variant: tuple, definitions) -> None:
 def _row_windows(rows_m: Tensor, n_pos: int, window: str) -> Tensor:
     """`[M, n_pos]` windows, row r of length N = rows_m[r]+1 (zero beyond key rows_m[r]);
     the same values as `row_window(N, window)`, built at once."""
-    n = torch.arange(n_pos, dtype=torch.float64)[None, :]
+    n = torch.arange(n_pos, dtype=torch.float64, device="cpu")[None, :]
     length = (rows_m.cpu().double() + 1)[:, None]
     causal = (n < length).double()
     if window == "none":
