@@ -32,7 +32,7 @@ from pathlib import Path
 
 import torch
 
-from rope_interp.capture import KINDS, hook_name
+from rope_interp.capturing import KINDS, hook_name
 from rope_interp.spec import RotarySpec
 from rope_interp.stats import PairStats, collect_pair_stats
 

@@ -36,7 +36,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rope_interp.backends.bridge import architecture, bridge_support  # noqa: E402
-from rope_interp.capture import capture, hook_name  # noqa: E402
+from rope_interp.capturing import capture, hook_name  # noqa: E402
 from rope_interp.pairs import score_contributions  # noqa: E402
 from rope_interp.spec import RotarySpec  # noqa: E402
 from tests.bridge import helpers  # noqa: E402

@@ -24,7 +24,7 @@ from _common import load, parser, save  # noqa: E402
 from plotly.subplots import make_subplots  # noqa: E402
 from transformer_lens.utilities import get_act_name  # noqa: E402
 
-from rope_interp.capture import RotaryCapture  # noqa: E402
+from rope_interp.capturing import RotaryCapture  # noqa: E402
 from rope_interp.pairs import score_contributions  # noqa: E402
 from rope_interp.spec import RotarySpec  # noqa: E402
 

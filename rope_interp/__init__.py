@@ -35,10 +35,10 @@ _EXPORTS = {
     "expand_kv_heads": "rope_interp.pairs",
     "score_contributions": "rope_interp.pairs",
     # capture and statistics
-    "capture": "rope_interp.capture",
-    "from_cache": "rope_interp.capture",
-    "RotaryCapture": "rope_interp.capture",
-    "hook_name": "rope_interp.capture",
+    "capture": "rope_interp.capturing",
+    "from_cache": "rope_interp.capturing",
+    "RotaryCapture": "rope_interp.capturing",
+    "hook_name": "rope_interp.capturing",
     "collect_pair_stats": "rope_interp.stats",
     "PairStats": "rope_interp.stats",
     # interventions and experiments
@@ -117,7 +117,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
         select_pairs,
         select_random,
     )
-    from rope_interp.capture import RotaryCapture, capture, from_cache, hook_name
+    from rope_interp.capturing import RotaryCapture, capture, from_cache, hook_name
     from rope_interp.data import Corpus, load_corpus
     from rope_interp.errors import HooksDidNotFire, RopeInterpError, UnsupportedModel
     from rope_interp.experiment import Condition, ExperimentResult, run_experiment

@@ -49,7 +49,7 @@ from torch import Tensor
 from transformer_lens.hook_points import HookPoint
 
 from rope_interp.backends import backend_for
-from rope_interp.capture import Hook, hook_name, resolve_layers
+from rope_interp.capturing import Hook, hook_name, resolve_layers
 from rope_interp.errors import RopeInterpError
 from rope_interp.pairs import from_pairs, to_pairs
 from rope_interp.spec import RotarySpec

@@ -55,7 +55,7 @@ from transformer_lens.utilities.activation_functions import apply_softcap
 
 from rope_interp.ablation import Intervention, hook_layers
 from rope_interp.atomic import atomic_write, atomic_write_text
-from rope_interp.capture import Hook
+from rope_interp.capturing import Hook
 from rope_interp.data import Corpus
 from rope_interp.errors import RopeInterpError
 from rope_interp.fingerprint import (

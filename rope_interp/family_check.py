@@ -247,7 +247,7 @@ def measure(path: Path, tokens: torch.Tensor) -> dict[str, float]:
     from transformer_lens.utilities.activation_functions import apply_softcap
     from transformers import AutoModelForCausalLM
 
-    from rope_interp.capture import capture
+    from rope_interp.capturing import capture
     from rope_interp.models import load_model
     from rope_interp.pairs import score_contributions
     from rope_interp.spec import RotarySpec

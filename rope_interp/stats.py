@@ -31,7 +31,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from rope_interp.atomic import atomic_write
-from rope_interp.capture import RotaryCapture, resolve_layers
+from rope_interp.capturing import RotaryCapture, resolve_layers
 from rope_interp.errors import RopeInterpError
 from rope_interp.spec import RotarySpec
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from rope_interp.analysis.decay import reference_decay, score_decay
-from rope_interp.capture import capture
+from rope_interp.capturing import capture
 from rope_interp.errors import RopeInterpError
 from rope_interp.pairs import score_contributions
 from rope_interp.spec import RotarySpec

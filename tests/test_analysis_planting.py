@@ -10,7 +10,7 @@ import math
 import pytest
 import torch
 
-from rope_interp.capture import capture
+from rope_interp.capturing import capture
 from rope_interp.pairs import to_pairs
 from rope_interp.spec import RotarySpec
 from tests.helpers import make_model

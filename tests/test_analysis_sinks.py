@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from rope_interp.analysis.sinks import attention_sinks
-from rope_interp.capture import capture
+from rope_interp.capturing import capture
 from rope_interp.pairs import score_contributions
 from rope_interp.spec import RotarySpec
 from tests.helpers import make_model, random_tokens

@@ -14,7 +14,7 @@ from transformer_lens.utilities.activation_functions import apply_softcap
 
 from rope_interp.ablation import Intervention, select_pairs
 from rope_interp.backends import HookedBackend, backend_for
-from rope_interp.capture import capture, from_cache
+from rope_interp.capturing import capture, from_cache
 from rope_interp.errors import UnsupportedModel
 from rope_interp.pairs import score_contributions
 from rope_interp.spec import RotarySpec

@@ -5,7 +5,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rope_interp.capture import capture
+from rope_interp.capturing import capture
 from rope_interp.errors import RopeInterpError
 from rope_interp.pairs import (
     expand_kv_heads,

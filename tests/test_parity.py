@@ -20,7 +20,7 @@ import pytest
 import torch
 
 from rope_interp.ablation import Intervention, p_rope, position_shift, select_band, select_pairs
-from rope_interp.capture import capture
+from rope_interp.capturing import capture
 from rope_interp.data import Corpus
 from rope_interp.errors import RopeInterpError
 from rope_interp.pairs import expand_kv_heads, score_contributions, to_pairs

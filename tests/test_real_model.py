@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from rope_interp import models
-from rope_interp.capture import capture
+from rope_interp.capturing import capture
 from rope_interp.data import load_corpus
 from rope_interp.errors import RopeInterpError
 from rope_interp.pairs import score_contributions

@@ -11,7 +11,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from rope_interp.backends import backend_for
-from rope_interp.capture import resolve_layers
+from rope_interp.capturing import resolve_layers
 from rope_interp.errors import RopeInterpError
 from rope_interp.pairs import expand_kv_heads, to_pairs
 from rope_interp.spec import RotarySpec

@@ -25,7 +25,7 @@ from torch import Tensor
 from rope_interp.analysis._common import batch_list, run_hooks, spec_of
 from rope_interp.analysis.statistics import correlation_test, spearman
 from rope_interp.backends import backend_for
-from rope_interp.capture import resolve_layers
+from rope_interp.capturing import resolve_layers
 from rope_interp.errors import RopeInterpError
 from rope_interp.pairs import to_pairs
 

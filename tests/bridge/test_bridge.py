@@ -21,7 +21,7 @@ from rope_interp.backends.bridge import (
     bridge_support,
     is_bridge,
 )
-from rope_interp.capture import RotaryCapture, capture
+from rope_interp.capturing import RotaryCapture, capture
 from rope_interp.errors import RopeInterpError
 from rope_interp.pairs import rotate, score_contributions
 from rope_interp.spec import RotarySpec

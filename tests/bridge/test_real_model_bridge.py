@@ -15,7 +15,7 @@ import pydoc_data.topics
 import pytest
 import torch
 
-from rope_interp.capture import RotaryCapture
+from rope_interp.capturing import RotaryCapture
 from rope_interp.spec import RotarySpec
 from rope_interp.stats import PairStats, collect_pair_stats
 from tests.bridge.helpers import boot, hf_reference, load_smollm2_hf, smollm2_gguf

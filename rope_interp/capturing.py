@@ -216,7 +216,7 @@ def from_cache(
         raise HooksDidNotFire(
             f"The cache lacks {len(missing)} hook(s): {missing[:4]}"
             f"{' ...' if len(missing) > 4 else ''}. Run run_with_cache with a names_filter that "
-            "includes them (rope_interp.capture.hook_name gives the names)."
+            "includes them (rope_interp.capturing.hook_name gives the names)."
         )
     model = getattr(cache, "model", None)
     if model is None:
