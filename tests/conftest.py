@@ -32,3 +32,27 @@ def real_model():
     from rope_interp.models import load_model
 
     return load_model("smollm2-135m", device="cpu")
+
+
+@pytest.fixture
+def tiny(monkeypatch):
+    """Every command runs on a tiny random model: random token windows for the commands that
+    sample a corpus, a small word tokenizer for `stats`, which streams the embedded corpus."""
+    from rope_interp import cli
+    from rope_interp.data import Corpus, embedded_texts
+    from tests.helpers import random_tokens, small_word_tokenizer
+
+    model = make_model("gqa")
+
+    def load(args):
+        n_windows = max(1, args.tokens // args.seq_len)
+        tokens = random_tokens(model, batch=n_windows, pos=args.seq_len, seed=args.seed)
+        return model, Corpus("random tokens", tokens, prepend_bos=False)
+
+    def load_model(args, device):
+        model.tokenizer = small_word_tokenizer(embedded_texts(), model.cfg.d_vocab)
+        return model
+
+    monkeypatch.setattr(cli, "load_model_and_corpus", load)
+    monkeypatch.setattr(cli, "load_model_from_args", load_model)
+    return model

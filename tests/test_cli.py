@@ -10,23 +10,8 @@ import pandas as pd
 import pytest
 
 from rope_interp import cli
-from rope_interp.data import Corpus
 from rope_interp.plots.export import find_browser
-from tests.helpers import make_model, png_size, random_tokens
-
-
-@pytest.fixture
-def tiny(monkeypatch):
-    """Make every command run on a tiny random model with random token windows."""
-    model = make_model("gqa")
-
-    def load(args):
-        n_windows = max(1, args.tokens // args.seq_len)
-        tokens = random_tokens(model, batch=n_windows, pos=args.seq_len, seed=args.seed)
-        return model, Corpus("random tokens", tokens, prepend_bos=False)
-
-    monkeypatch.setattr(cli, "load_model_and_corpus", load)
-    return model
+from tests.helpers import png_size
 
 
 def test_help_names_every_command(capsys):

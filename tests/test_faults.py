@@ -21,30 +21,9 @@ import pytest
 import torch
 
 from rope_interp import cli
-from rope_interp.data import Corpus, embedded_texts
-from tests.helpers import make_model, random_tokens, small_word_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_RUN = ["--tokens", "64", "--seq-len", "16"]
-
-
-@pytest.fixture
-def tiny(monkeypatch):
-    """Every command runs on a tiny random model with random token windows."""
-    model = make_model("gqa")
-
-    def load(args):
-        n_windows = max(1, args.tokens // args.seq_len)
-        tokens = random_tokens(model, batch=n_windows, pos=args.seq_len, seed=args.seed)
-        return model, Corpus("random tokens", tokens, prepend_bos=False)
-
-    def load_model(args, device):  # `stats` streams its corpus through the model's tokenizer
-        model.tokenizer = small_word_tokenizer(embedded_texts(), model.cfg.d_vocab)
-        return model
-
-    monkeypatch.setattr(cli, "load_model_and_corpus", load)
-    monkeypatch.setattr(cli, "load_model_from_args", load_model)
-    return model
 
 
 def _snapshot(folder: Path) -> dict[str, str]:
