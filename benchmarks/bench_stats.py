@@ -109,8 +109,8 @@ def minimal_hooks(model, sink: list):
     rot, n_pairs = spec.rotary_dim, spec.n_pairs
 
     def hook(tensor, hook):
-        pairs = tensor[..., :rot].unflatten(-1, (2, n_pairs)).float()
-        sink.append(torch.linalg.vector_norm(pairs, dim=-2).sum())
+        squares = tensor[..., :rot].float().square()
+        sink.append((squares[..., :n_pairs] + squares[..., n_pairs:]).sqrt().sum())
 
     return [(hook_name(kind, layer), hook) for layer in range(spec.n_layers) for kind in "qk"]
 

@@ -154,25 +154,34 @@ class PairStats:
 
     def _reduce(self, kind: str, row: int, x: Tensor) -> None:
         """Sums, maxima and first-position sums of one batch over (batch, pos), into the
-        per-batch buffer (a handful of kernels, no complex numbers)."""
-        batch, pos, heads, _ = x.shape
+        per-batch buffer: one contiguous copy in the reduce dtype, then elementwise squares
+        and column reductions (no complex numbers, no strided reductions, which are slow on
+        CPU)."""
+        batch, pos, heads, d_head = x.shape
         rot, n_pairs = self.spec.rotary_dim, self.spec.n_pairs
+        flat = x.to(self.reduce_dtype, memory_format=torch.contiguous_format)
+        flat = flat.reshape(batch * pos, heads, d_head)
+        sq = flat.square()
         if self.spec.layout == "half":  # pair i = (dim i, dim i + n_pairs)
-            z = x[..., :rot].unflatten(-1, (2, n_pairs))
+            norm_sq = sq[..., :n_pairs] + sq[..., n_pairs:rot]
         else:  # interleaved: pair i = (dim 2i, dim 2i + 1)
-            z = x[..., :rot].unflatten(-1, (n_pairs, 2)).transpose(-1, -2)
-        z = z.to(self.reduce_dtype)  # [batch, pos, head, re/im, pair]
+            norm_sq = sq[..., 0:rot:2] + sq[..., 1:rot:2]
+        norm = norm_sq.sqrt()  # [batch·pos, head, pair]
         buf = self._buf[kind][row]  # [head, field, pair]
-        norm = torch.linalg.vector_norm(z, dim=3)  # [batch, pos, head, pair]
-        torch.sum(z, dim=(0, 1), out=buf[:, 0:2])
-        torch.sum(norm, dim=(0, 1), out=buf[:, 2])
-        torch.square(torch.linalg.vector_norm(norm, dim=(0, 1)), out=buf[:, 3])
-        torch.sum(z[:, 0], dim=0, out=buf[:, 4:6])
-        torch.sum(norm[:, 0], dim=0, out=buf[:, 6])
-        torch.amax(norm, dim=(0, 1), out=self._buf_max[kind][row])
-        if rot < x.shape[-1]:
-            x_pass = x[..., rot:].to(self.reduce_dtype)
-            torch.sum(x_pass.square(), dim=(0, 1, 3), out=self._buf_pass[kind][row])
+        buf[:, 0:2] = self._as_re_im(flat[..., :rot].sum(0))
+        torch.sum(norm, dim=0, out=buf[:, 2])
+        torch.sum(norm_sq, dim=0, out=buf[:, 3])
+        buf[:, 4:6] = self._as_re_im(flat.view(batch, pos, heads, d_head)[:, 0, :, :rot].sum(0))
+        torch.sum(norm.view(batch, pos, heads, n_pairs)[:, 0], dim=0, out=buf[:, 6])
+        torch.amax(norm, dim=0, out=self._buf_max[kind][row])
+        if rot < d_head:
+            torch.sum(sq[..., rot:], dim=(0, 2), out=self._buf_pass[kind][row])
+
+    def _as_re_im(self, v: Tensor) -> Tensor:
+        """`[head, rotary_dim]` in the model's layout → `[head, 2, pair]` (re, im)."""
+        if self.spec.layout == "half":
+            return v.unflatten(-1, (2, self.spec.n_pairs))
+        return v.unflatten(-1, (self.spec.n_pairs, 2)).transpose(-1, -2)
 
     def flush(self) -> None:
         """Fold the per-batch buffers into the float64 totals (once per batch)."""
