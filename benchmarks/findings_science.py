@@ -6,10 +6,12 @@ p-value. Prints them and writes one CSV per table under --out.
     python benchmarks/findings_science.py --sections spectral --long-windows 2 --out /tmp/q
 
 Sections: spectral (spectral vs attention entropy under every definition, at 256 and at
---long-len tokens), harmonics (MLP peaks at --long-len tokens against a jitter null), outliers
+--long-len tokens), bands (attention-row energy in the low / mid / high band under each window
+and mean removal), harmonics (MLP peaks at --long-len tokens against a jitter null), outliers
 (project and reference rules at L = --long-len … 8192), drift (rotation of the lowest pairs
 over the context), phase (symmetric sweep of a constant phase on the 8 highest / lowest q pairs,
-with where the positional heads' attention goes).
+with where the positional heads' attention goes), activations (massive activations of the
+residual stream, Sun et al.: |h| > 100 and > 1000 × the layer's median).
 """
 
 from __future__ import annotations
@@ -23,11 +25,14 @@ import pandas as pd
 import torch
 
 from rope_interp.ablation import select_band
-from rope_interp.analysis import offset_features, positional_heads
+from rope_interp.analysis import massive_activations, offset_features, positional_heads
 from rope_interp.analysis.outliers import bound_summary
 from rope_interp.analysis.phase import phase_sweep_attention, symmetric_phis
 from rope_interp.analysis.spectral import (
     PAPER_DEFINITION,
+    WINDOWS,
+    SpectralDefinition,
+    attention_spectra,
     entropy_correlation_table,
     harmonic_enrichment,
     mlp_spectra,
@@ -39,7 +44,7 @@ from rope_interp.models import load_model
 from rope_interp.spec import RotarySpec
 from rope_interp.stats import collect_pair_stats
 
-SECTIONS = "spectral,harmonics,outliers,drift,phase"
+SECTIONS = "spectral,bands,harmonics,outliers,drift,phase,activations"
 
 
 def main() -> None:
@@ -96,6 +101,37 @@ def main() -> None:
                 f"{corr.spearman.max():+.2f}"
                 f"; verdict: {robustness_verdict(corr)} ({time.time() - t0:.0f} s)"
             )
+    if "bands" in sections:
+        t0 = time.time()
+        rows = []
+        for window in WINDOWS:
+            for remove_mean in (False, True):
+                definition = SpectralDefinition(window, remove_mean)
+                table = attention_spectra(
+                    model,
+                    short.batches(2),
+                    definition=definition,
+                    row_step=args.row_step,
+                    progress=progress,
+                )
+                means = table[["low", "mid", "high"]].mean()
+                rows.append({"window": window, "remove_mean": remove_mean, **means.to_dict()})
+        bands = pd.DataFrame(rows)
+        tables["band_energy"] = bands
+        L = short.tokens.shape[1]
+        print(f"\n== attention-row energy by band, mean over heads (L = {L}) ==")
+        print(bands.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
+        print(f"({time.time() - t0:.0f} s)")
+    if "activations" in sections:
+        t0 = time.time()
+        found = massive_activations(model, short.batches(4), progress=progress)
+        tables["massive_activations"], tables["massive_top"] = found.layers, found.top
+        print(f"\n== massive activations (|h| > {found.min_value:g} and > "
+              f"{found.min_ratio:g} × median), L = {short.tokens.shape[1]} ==")  # fmt: skip
+        print(found.layers.to_string(index=False, float_format=lambda x: f"{x:.4g}"))
+        top = found.top[found.top["rank"] < 3]
+        print(top.to_string(index=False, float_format=lambda x: f"{x:.4g}"))
+        print(f"({time.time() - t0:.0f} s)")
     if "harmonics" in sections:
         t0 = time.time()
         ms = mlp_spectra(model, long.batches(2), n_peaks=5, progress=progress)

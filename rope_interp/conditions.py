@@ -18,7 +18,9 @@ from rope_interp.ablation import (
 from rope_interp.errors import RopeInterpError
 from rope_interp.experiment import Condition
 
-PHASES = (0.0, math.pi / 4, math.pi / 2, math.pi)
+# Symmetric about 0 (π ≡ −π): on the high band the sign of φ matters (φ > 0 turns previous-
+# token heads into self heads, φ < 0 pushes them further back), so a one-sided sweep hides it.
+PHASES = (-math.pi / 2, -math.pi / 4, math.pi / 4, math.pi / 2, math.pi)
 P_VALUES = (1.0, 0.75, 0.5, 0.25, 0.0)
 N_RANDOM_CONTROLS = 20
 
@@ -43,7 +45,8 @@ def standard_conditions(
       default, so that each band's place in their distribution can be read as a percentile:
       `rope_interp.contrasts.control_distribution`);
     - "p-rope": p-RoPE and reversed p-RoPE for each p in `p_values`;
-    - "phase": rotate the high and the low band of q by each φ in `phases`;
+    - "phase": rotate the high and the low band of q by each φ in `phases` (default
+      −π/2, −π/4, π/4, π/2, π; φ = 0 is the clean model and is skipped);
     - "sanity": shift every position by 16 on q and k (the scores, hence Δloss, must not move).
     """
     unknown = sorted(set(groups) - set(ABLATION_GROUPS))

@@ -7,11 +7,13 @@
 - `sinks`: attention sinks (Gu et al.) and the pairs that make them.
 - `spectral`: spectra of pair components, attention rows and MLP activations (Ruscio et al.).
 - `massive`: massive q/k values (Jin et al.) mapped to pairs.
+- `activations`: massive activations of the residual stream (Sun et al.).
 - `decay`: score against distance: RoPE's own (all-ones vs Gaussian) and a trained model's.
 - `phase`: a symmetric constant-phase sweep and where positional heads' attention goes.
 - `statistics`: the one tie-aware Spearman, Pearson and permutation p-values.
 """
 
+from rope_interp.analysis.activations import MassiveActivations, massive_activations
 from rope_interp.analysis.decay import reference_decay, score_decay
 from rope_interp.analysis.massive import massive_values
 from rope_interp.analysis.outliers import bound_summary, offset_features
@@ -34,6 +36,7 @@ from rope_interp.analysis.usage import band_shares, frequency_usage, layer_usage
 
 __all__ = [
     "AttentionSinks",
+    "MassiveActivations",
     "PositionalHeads",
     "SpectralDefinition",
     "attention_sinks",
@@ -45,6 +48,7 @@ __all__ = [
     "frequency_usage",
     "harmonic_enrichment",
     "layer_usage",
+    "massive_activations",
     "massive_values",
     "mlp_spectra",
     "offset_features",

@@ -113,7 +113,7 @@ def phase_sweep_curves(table: pd.DataFrame, title: str = "Phase shifts of q") ->
     colors = {"high": "#1f77b4", "low": "#d62728"}
     origin = pd.DataFrame({"phi": [0.0], **{metric: [0.0] for metric in metrics}})
     for band in [b for b in ("high", "low") if b in set(table["band"])]:
-        line = pd.concat([origin, table[table["band"] == band].sort_values("phi")])
+        line = pd.concat([origin, table[table["band"] == band]]).sort_values("phi")
         for col, metric in enumerate(metrics, start=1):
             figure.add_trace(
                 go.Scatter(
