@@ -25,6 +25,7 @@ from rope_interp.report import (
     build_report,
     resolve_sections,
 )
+from rope_interp.report import section as register_section
 from rope_interp.spec import RotarySpec
 from tests.helpers import make_model, random_tokens
 
@@ -217,3 +218,19 @@ def test_templates_ship_with_the_package():
     names = {path.name for path in templates.iterdir()}
     assert {"report.html.j2", "section.html.j2", "table.html.j2", "notebook.html.j2"} <= names
     assert {"report.css", "sort.js"} <= names
+
+
+def test_a_section_of_your_own_runs_after_the_standard_ones():
+    @register_section("mine", "My section")
+    def mine(ctx):
+        return Section("My section", key_result=f"{ctx.spec.n_pairs} pairs")
+
+    try:
+        assert list(SECTION_BUILDERS)[-1] == "mine" and resolve_sections(None)[-1] == "mine"
+        model = make_model("half_full")
+        corpus = Corpus("random", random_tokens(model, batch=2, pos=16), False)
+        report = build_report(model, corpus, sections=["mine", "geometry"], progress=False)
+        assert [s.title for s in report.sections] == ["Rotary geometry", "My section"]
+        assert report.sections[1].key_result.endswith("pairs")
+    finally:
+        SECTION_BUILDERS.pop("mine")
