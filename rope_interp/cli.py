@@ -576,7 +576,7 @@ def _note(args: argparse.Namespace, message: str) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from rope_interp.report import SECTION_BUILDERS
+    from rope_interp.report import section_names
 
     parser = _ArgumentParser(
         prog="rope-interp",
@@ -620,7 +620,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument(
         "--sections",
         default=None,
-        help=f"comma-separated subset of: {', '.join(SECTION_BUILDERS)} (default: all)",
+        help=f"comma-separated subset of: {', '.join(section_names())} (default: all)",
     )
     report.add_argument(
         "--bootstrap", type=int, default=1000, help="bootstrap resamples for confidence intervals"

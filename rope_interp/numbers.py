@@ -1,4 +1,5 @@
-"""A small, safe parser for the numbers users type: `0.5`, `-pi/4`, `3*pi/8`, `1e-3`.
+"""A small, safe parser for the numbers users type: `0.5`, `-pi/4`, `3*pi/8`, `1e-3`; and the
+one format for numbers shown in tables (`format_number`).
 
 No `eval`: the text is parsed with `ast` and only numbers, `pi`, `tau`, unary ±, and the four
 operators `+ - * /` are accepted; anything else (names, calls, powers) is refused with a
@@ -10,6 +11,8 @@ from __future__ import annotations
 import ast
 import math
 import operator
+from numbers import Integral
+from typing import Any
 
 from rope_interp.errors import RopeInterpError
 
@@ -59,3 +62,24 @@ def _evaluate(node: ast.AST) -> float:
     if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
         return _BINARY[type(node.op)](_evaluate(node.left), _evaluate(node.right))
     raise ValueError(f"not allowed: {ast.dump(node)}")
+
+
+def format_number(value: Any) -> str:
+    """A table cell as text: integers whole, floats to 4 significant digits (scientific outside
+    1e-3..1e5), NaN as "NaN"; anything else `str()`."""
+    if isinstance(value, bool) or value is None:
+        return str(value)
+    if isinstance(value, Integral):  # int and numpy integers
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "NaN"
+        if value == 0:
+            return "0"
+        magnitude = abs(value)
+        if value.is_integer() and magnitude < 1e9:
+            return str(int(value))
+        if magnitude >= 1e5 or magnitude < 1e-3:
+            return f"{value:.3e}"
+        return f"{value:.4g}"
+    return str(value)

@@ -23,16 +23,17 @@ _CPU_ACC = "built from values already moved with .cpu() a few lines above"
 _SYNC_OK = "a scalar read once per call (load-time check or error message): any device works"
 _NUMPY = "a numpy array (metric sums), not a tensor"
 _CHECK = "family checks compare CPU models once (a scalar per check)"
+_GEOMETRY = "report/sections/geometry.py"
 
 # (file relative to the package, text on the line, reason)
 ALLOWED: list[tuple[str, str, str]] = [
     ("ablation.py", "(anyof & ~allof).nonzero()[0].tolist()", _SYNC_OK),
-    ("report.py", '"theta_0": thetas[:, 0].numpy()', _THETAS),
-    ("report.py", '"theta_last": thetas[:, -1].numpy()', _THETAS),
-    ("report.py", '"wavelength_max": (2 * math.pi / thetas[:, -1]).numpy()', _THETAS),
-    ("report.py", '"partial_cycle_pairs": partial.numpy()', _THETAS + " (partial_cycle_mask)"),
-    ("report.py", '"half_cycle_pairs": half.numpy()', _THETAS + " (partial_cycle_mask)"),
-    ("report.py", "y=(2 * math.pi / thetas[layer]).numpy()", _THETAS),
+    (_GEOMETRY, '"theta_0": thetas[:, 0].numpy()', _THETAS),
+    (_GEOMETRY, '"theta_last": thetas[:, -1].numpy()', _THETAS),
+    (_GEOMETRY, '"wavelength_max": (2 * math.pi / thetas[:, -1]).numpy()', _THETAS),
+    (_GEOMETRY, '"partial_cycle_pairs": partial.numpy()', _THETAS + " (partial_cycle_mask)"),
+    (_GEOMETRY, '"half_cycle_pairs": half.numpy()', _THETAS + " (partial_cycle_mask)"),
+    (_GEOMETRY, "figure = plot_wavelengths(thetas.numpy(), length)", _THETAS),
     ("experiment.py", "state.losses.extend(losses.tolist())", _CPU_ACC),
     ("experiment.py", "state.losses_base.extend(clean.losses.tolist())", _CPU_ACC),
     ("experiment.py", '"sums": {m: v.tolist() for m, v in state.sums.items()}', _NUMPY),

@@ -4,22 +4,28 @@ standard report built on tiny models (every section computed, interventions undo
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pandas as pd
 import plotly.graph_objects as go
 import pytest
 import torch
 
+import rope_interp.report
 from rope_interp.conditions import standard_conditions
 from rope_interp.data import Corpus
 from rope_interp.errors import RopeInterpError
 from rope_interp.report import (
     SECTION_BUILDERS,
+    STANDARD_SECTIONS,
     Report,
     Section,
     build_report,
     resolve_sections,
 )
+from rope_interp.report import section as register_section
 from rope_interp.spec import RotarySpec
 from tests.helpers import make_model, random_tokens
 
@@ -179,3 +185,52 @@ def test_plots_package_reexports_figure_functions():
     assert plots.delta_loss_bars is plots.ablation.delta_loss_bars
     with pytest.raises(AttributeError):
         plots.no_such_figure  # noqa: B018
+
+
+def test_notebook_display_shows_headlines_escaped():
+    report = Report("<t>", meta={"model": "tiny"})
+    report.add(Section("A", key_result="x = 1", figures=[_figure()]))
+    report.add(Section("B", error="ValueError: <boom>"))
+    shown = report._repr_html_()
+    assert shown.startswith("<b>&lt;t&gt;</b> (1 figures)")
+    assert "<tr><th>model</th><td>tiny</td></tr>" in shown and "x = 1" in shown
+    assert "ValueError: &lt;boom&gt;" in shown and "plotly" not in shown
+
+
+def test_section_names_need_no_torch():
+    # The command line offers and checks section names before it imports any analysis.
+    code = (
+        "import sys; from rope_interp.report import resolve_sections, section_names; "
+        "print(resolve_sections(None) == section_names(), 'torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["True", "False"]
+
+
+def test_standard_sections_are_all_registered_in_order():
+    assert [(name, title) for name, (title, _) in SECTION_BUILDERS.items()] == list(
+        STANDARD_SECTIONS.items()
+    )
+
+
+def test_templates_ship_with_the_package():
+    templates = Path(rope_interp.report.__file__).parent / "templates"
+    names = {path.name for path in templates.iterdir()}
+    assert {"report.html.j2", "section.html.j2", "table.html.j2", "notebook.html.j2"} <= names
+    assert {"report.css", "sort.js"} <= names
+
+
+def test_a_section_of_your_own_runs_after_the_standard_ones():
+    @register_section("mine", "My section")
+    def mine(ctx):
+        return Section("My section", key_result=f"{ctx.spec.n_pairs} pairs")
+
+    try:
+        assert list(SECTION_BUILDERS)[-1] == "mine" and resolve_sections(None)[-1] == "mine"
+        model = make_model("half_full")
+        corpus = Corpus("random", random_tokens(model, batch=2, pos=16), False)
+        report = build_report(model, corpus, sections=["mine", "geometry"], progress=False)
+        assert [s.title for s in report.sections] == ["Rotary geometry", "My section"]
+        assert report.sections[1].key_result.endswith("pairs")
+    finally:
+        SECTION_BUILDERS.pop("mine")

@@ -4,7 +4,9 @@
   massive values (one function per analysis table);
 - `rope_interp.plots.ablation`: Δloss bars and curves with confidence intervals, per-head
   attention changes (from `run_experiment`'s tables);
-- `rope_interp.plots.phase`: the symmetric phase sweep (Δloss and attention destinations).
+- `rope_interp.plots.phase`: the symmetric phase sweep (Δloss and attention destinations);
+- `rope_interp.plots.generic`: a heatmap, bars with intervals and a scatter from any table;
+- `rope_interp.plots.export`: figures as PNG/SVG/PDF files.
 
 Every function is also reachable from here (`from rope_interp.plots import plot_usage_map`);
 the submodules are imported on first use. `rope_interp.report` assembles the figures into one
@@ -16,7 +18,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-_SUBMODULES = ("analysis", "ablation", "phase")
+_SUBMODULES = ("analysis", "ablation", "phase", "generic")
 
 
 def __getattr__(name: str) -> Any:

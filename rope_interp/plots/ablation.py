@@ -180,3 +180,36 @@ def random_control_strip(
         title=title, xaxis_title="Δloss (nats/token)", height=320, showlegend=False
     )
     return figure
+
+
+def prope_sweep_curves(
+    summary: pd.DataFrame,
+    title: str = "Δloss vs the fraction p of frequencies that keep rotating",
+) -> go.Figure:
+    """Δloss with its interval against p for the p-RoPE conditions (columns p, reverse,
+    delta_loss, ci_low, ci_high): p-RoPE and its reverse, both ending at p = 0 and p = 1."""
+    _need(summary, ["p", "delta_loss", "ci_low", "ci_high"], "prope_sweep_curves")
+    figure = go.Figure()
+    for reverse, label in (
+        (False, "p-RoPE: lowest 1−p become NoPE"),
+        (True, "reversed: highest 1−p become NoPE"),
+    ):
+        line = summary[summary.reverse == reverse] if "reverse" in summary else summary
+        if reverse:
+            ends = summary[(summary.reverse == False) & summary.p.isin([0.0, 1.0])]  # noqa: E712
+            line = pd.concat([line, ends])
+        line = line.sort_values("p")
+        figure.add_scatter(
+            x=line.p,
+            y=line.delta_loss,
+            mode="lines+markers",
+            name=label,
+            error_y={
+                "type": "data",
+                "symmetric": False,
+                "array": (line.ci_high - line.delta_loss).to_numpy(),
+                "arrayminus": (line.delta_loss - line.ci_low).to_numpy(),
+            },
+        )
+    figure.update_layout(title=title, xaxis_title="p", yaxis_title="Δloss (nats/token)", height=420)
+    return figure

@@ -219,3 +219,64 @@ def plot_massive(table: pd.DataFrame) -> go.Figure:
         yaxis_title="count of top dimensions",
     )
     return fig
+
+
+def plot_wavelengths(thetas: np.ndarray, context: int) -> go.Figure:
+    """Wavelength 2π/θ_i of every pair (log axis), one line per distinct set of layer
+    frequencies, against the context length L (dashed). `thetas`: layers × pairs, float64."""
+    n_layers, n_pairs = thetas.shape
+    figure = go.Figure()
+    seen: set[tuple[float, ...]] = set()
+    for layer in range(n_layers):
+        key = tuple(round(float(t), 12) for t in thetas[layer])
+        if key in seen:
+            continue
+        seen.add(key)
+        figure.add_scatter(
+            x=list(range(n_pairs)),
+            y=2 * math.pi / thetas[layer],
+            mode="lines+markers",
+            name=f"layer {layer}" + (" (and all layers with the same θ)" if layer == 0 else ""),
+        )
+    # A trace, not add_hline: shapes on log axes take log10 coordinates.
+    figure.add_scatter(
+        x=[0, n_pairs - 1],
+        y=[context, context],
+        mode="lines",
+        line={"dash": "dash", "color": "gray"},
+        name=f"context L = {context}",
+    )
+    figure.update_layout(
+        title="Wavelength 2π/θ_i of each rotary pair",
+        xaxis_title="pair i (0 = highest frequency)",
+        yaxis_title="wavelength (tokens)",
+        yaxis_type="log",
+        height=380,
+    )
+    return figure
+
+
+def plot_pair_maxima(per_pair: pd.DataFrame, first_partial: int, n_pairs: int) -> go.Figure:
+    """Bars of the largest q and k pair norm per pair (columns pair, q_max, k_max), the
+    partial-cycle band (pairs `first_partial`..`n_pairs` − 1) shaded."""
+    _require(per_pair, ["pair", "q_max", "k_max"], "plot_pair_maxima")
+    profile = go.Figure()
+    profile.add_bar(x=per_pair.pair, y=per_pair.q_max, name="max |z| of q")
+    profile.add_bar(x=per_pair.pair, y=per_pair.k_max, name="max |z| of k")
+    if first_partial < n_pairs:
+        profile.add_vrect(
+            x0=first_partial - 0.5,
+            x1=n_pairs - 0.5,
+            fillcolor="orange",
+            opacity=0.12,
+            line_width=0,
+            annotation_text="partial cycle",
+        )
+    profile.update_layout(
+        title="Largest pair norm over all layers and heads, per pair",
+        xaxis_title="pair (0 = highest frequency)",
+        yaxis_title="max |z|",
+        barmode="group",
+        height=400,
+    )
+    return profile

@@ -1,0 +1,90 @@
+"""One self-contained HTML report: sections of prose, interactive plotly figures and tables.
+
+A report is a list of `Section`s (title, a one-line "how to read this", prose, figures,
+DataFrames) plus run metadata; `Report.to_html()` turns it into a single file with plotly.js
+inlined once, figures interactive and tables sortable (click a column header). Nothing is fetched
+from the network when the file is opened. In a notebook a `Report` shows its headlines.
+
+    report = Report("RoPE usage", meta={"model": "smollm2-135m"})
+    report.add(Section("Frequency usage", how_to_read="Bright cells: pairs with large norm.",
+                       figures=[fig], tables=[("per pair", frame)]))
+    report.write("out/report.html")
+
+`build_report` runs the standard analyses and ablations on a model and corpus; each one is a
+*section builder*, a function `builder(ctx) -> Section | list[Section]` listed in
+`SECTION_BUILDERS`. A builder that fails becomes a section stating the error, so one broken
+analysis never costs the rest of the report.
+
+The package, from the bottom up:
+
+- `render`: the Jinja2 templates (`templates/*.html.j2`, the CSS and script) → HTML text;
+- `document`: `Report`, `Section`, `Table` (the report as data) and writing it to files;
+- `registry`: the section names, titles and order (`STANDARD_SECTIONS`, `SECTION_BUILDERS`);
+- `context`: `ReportContext`, what the builders of one report share;
+- `sections/`: the standard builders, one module per section family;
+- `build`: `build_report`, which runs them.
+
+`build_report`, `ReportContext`, `SECTION_BUILDERS` and `meta_json` are loaded on first use
+(PEP 562): the builders import torch and every analysis, which the command line does not need
+to offer and check section names.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from rope_interp.report.document import MAX_TABLE_ROWS, Report, Section, Table, write_tables
+from rope_interp.report.registry import (
+    STANDARD_SECTIONS,
+    SectionBuilder,
+    resolve_sections,
+    section,
+    section_names,
+)
+from rope_interp.report.render import library_versions, render_html
+
+_BUILD = ("build_report", "ReportContext", "SECTION_BUILDERS", "meta_json")
+
+__all__ = [
+    "MAX_TABLE_ROWS",
+    "Report",
+    "ReportContext",
+    "SECTION_BUILDERS",
+    "STANDARD_SECTIONS",
+    "Section",
+    "SectionBuilder",
+    "Table",
+    "build_report",
+    "library_versions",
+    "meta_json",
+    "render_html",
+    "resolve_sections",
+    "section",
+    "section_names",
+    "write_tables",
+]
+
+
+def __getattr__(name: str):
+    if name not in _BUILD:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from rope_interp.report import build, context, registry
+
+    value = {
+        "build_report": build.build_report,
+        "meta_json": build.meta_json,
+        "ReportContext": context.ReportContext,
+        "SECTION_BUILDERS": registry.SECTION_BUILDERS,  # filled by importing `build`
+    }[name]
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
+
+if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly
+    from rope_interp.report.build import build_report, meta_json
+    from rope_interp.report.context import ReportContext
+    from rope_interp.report.registry import SECTION_BUILDERS

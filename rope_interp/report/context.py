@@ -1,0 +1,48 @@
+"""What the section builders share while one report is built: the model, corpora and cache."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from rope_interp.stats import collect_pair_stats
+
+
+@dataclass
+class ReportContext:
+    """What section builders share: the model, its spec, corpora and cached results.
+
+    Attributes:
+        corpus: windows for the streaming statistics (usage, outliers); `analysis_corpus`
+            fewer windows for the analyses that decompose every attention score (positional
+            heads, sinks, spectra, massive values); `ablation_corpus` the windows for the
+            interventions (each condition costs a forward pass over them).
+        cache: results shared between builders (e.g. the pair statistics), by name.
+    """
+
+    model: Any
+    spec: Any
+    corpus: Any
+    ablation_corpus: Any
+    analysis_corpus: Any = None
+    batch_size: int = 8
+    seed: int = 0
+    progress: bool = True
+    n_bootstrap: int = 1000
+    cache: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def context(self) -> int:
+        return int(self.corpus.tokens.shape[1])
+
+    def pair_stats(self):
+        """Streaming per-pair statistics over `corpus` (computed once)."""
+        if "pair_stats" not in self.cache:
+            self.cache["pair_stats"] = collect_pair_stats(
+                self.model, self.corpus.batches(self.batch_size), progress=self.progress
+            )
+        return self.cache["pair_stats"]
+
+    def analysis_batches(self) -> list:
+        """Windows for the analyses that decompose attention scores (fewer: they are costly)."""
+        return list(self.analysis_corpus.batches(max(1, self.batch_size // 2)))

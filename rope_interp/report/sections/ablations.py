@@ -1,0 +1,242 @@
+"""The three ablation sections (high vs low bands, p-RoPE, phase shifts): one experiment run of
+the standard conditions, shared through the context's cache."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pandas as pd
+
+from rope_interp.conditions import standard_conditions
+from rope_interp.contrasts import band_contrasts, control_distribution
+from rope_interp.experiment import ExperimentResult, run_experiment
+from rope_interp.plots.ablation import (
+    delta_loss_bars,
+    head_metric_heatmap,
+    phase_sweep_curves,
+    prope_sweep_curves,
+    random_control_strip,
+)
+from rope_interp.plots.generic import plot_bars
+from rope_interp.report.context import ReportContext
+from rope_interp.report.document import Section
+from rope_interp.report.registry import section
+
+_SHARED_RUN = "Measured in the ablation run of the high vs low section (its time is counted there)."
+
+
+def _ablations(ctx: ReportContext) -> ExperimentResult:
+    """The shared experiment result (run once for the three ablation sections)."""
+    if "ablations" not in ctx.cache:
+        ctx.cache["ablations"] = run_experiment(
+            ctx.model,
+            standard_conditions(ctx.model, ctx.spec, ctx.seed),
+            ctx.ablation_corpus,
+            batch_size=ctx.batch_size,
+            n_boot=ctx.n_bootstrap,
+            seed=ctx.seed,
+            progress=ctx.progress,
+        )
+    return ctx.cache["ablations"]
+
+
+def _summary_cols(frame: pd.DataFrame) -> pd.DataFrame:
+    keep = [
+        "condition",
+        "selection",
+        "n_selected",
+        "mode",
+        "side",
+        "delta_loss",
+        "ci_low",
+        "ci_high",
+        "loss_base",
+        "loss",
+        "n_sequences",
+        "n_tokens",
+    ]
+    return frame[[c for c in keep if c in frame]]
+
+
+def _head_effects(heads: pd.DataFrame, names: Sequence[str]) -> pd.DataFrame:
+    """Per condition: mean KL and the change of diag / prev / first attention, averaged over
+    heads, plus the change on the clean model's top previous-token heads."""
+    rows = []
+    for name in names:
+        part = heads[heads.condition == name]
+        if part.empty:
+            continue
+        top_prev = part.nlargest(max(1, len(part) // 20), "prev_base")
+        rows.append(
+            {
+                "condition": name,
+                "kl": part.kl.mean(),
+                "d_diag": (part.diag - part.diag_base).mean(),
+                "d_prev": (part.prev - part.prev_base).mean(),
+                "d_prev_top_heads": (top_prev.prev - top_prev.prev_base).mean(),
+                "d_first": (part["first"] - part.first_base).mean(),
+                "d_entropy": (part.entropy - part.entropy_base).mean(),
+                "d_max_weight": (part.max_weight - part.max_weight_base).mean(),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def _ci(row) -> str:
+    return f"{row['delta_loss']:+.3f} [{row['ci_low']:+.3f}, {row['ci_high']:+.3f}]"
+
+
+@section("ablation_bands")
+def band_ablation_section(ctx: ReportContext) -> Section:
+    result = _ablations(ctx)
+    summary = result.summary
+    part = summary[summary.get("group", pd.Series(dtype=str)) == "band"]
+    effects = _head_effects(result.heads, list(part.condition))
+    table = _summary_cols(part).merge(effects, on="condition", how="left")
+    paired = band_contrasts(result, n_boot=ctx.n_bootstrap, seed=ctx.seed)
+    places = control_distribution(result)
+    figures = [delta_loss_bars(part, "Δloss (nats/token) with 95 % bootstrap CI")]
+    if len(places):
+        figures.append(random_control_strip(part, places))
+    high = part[part.get("band", pd.Series(dtype=str)) == "high"]
+    if len(high) and len(result.heads):
+        figures.append(
+            head_metric_heatmap(result.heads, high.condition.iloc[0], "prev", change=True)
+        )
+    if not effects.empty:
+        figures.append(
+            plot_bars(
+                effects,
+                "condition",
+                "d_prev_top_heads",
+                "Change of previous-token attention in the top 5 % previous-token heads",
+            )
+        )
+    tables = [("Paired contrasts", paired)] if len(paired) else []
+    if len(places):
+        tables.append(("Where the bands fall among the random controls", places))
+    tables.append(("Conditions", table))
+    return Section(
+        "Ablation: high vs low frequencies",
+        how_to_read=(
+            "each bar zeroes a quarter of the rotary pairs in q and k of every head; seeded "
+            "random selections of the same number of pairs per head are the control, shown as "
+            "a distribution with the percentile where each band falls. Contrasts are paired: "
+            "A − B per sequence, with a bootstrap over sequences (the random draws held fixed). "
+            "Barbero et al. predict that removing the highest frequencies breaks positional "
+            "heads (negative `d_prev_top_heads`) and costs more loss than removing the lowest; "
+            "a band is only special if it falls outside the random draws."
+        ),
+        prose=(
+            f"The three ablation sections share one experiment run: {len(summary)} conditions "
+            f"over {ctx.ablation_corpus.describe()}, each measured against the clean model "
+            f"(its time is counted here). Δloss is the mean over sequences of ablated − clean "
+            f"next-token loss; the interval is a percentile bootstrap over sequences "
+            f"({ctx.n_bootstrap} resamples). Attention changes average over query rows ≥ 1."
+        ),
+        figures=figures,
+        tables=tables,
+        key_result=_bands_key(table, paired, places),
+    )
+
+
+def _bands_key(table: pd.DataFrame, paired: pd.DataFrame, places: pd.DataFrame) -> str:
+    if table.empty:
+        return ""
+    rows = table.set_index("condition")
+    named = [n for n in rows.index if not n.startswith("zero random")]
+    parts = [f"Δloss {name}: {_ci(rows.loc[name])}" for name in named]
+    if len(paired):
+        first = paired.iloc[0]
+        decided = "separable" if first.ci_low > 0 or first.ci_high < 0 else "not separable"
+        parts.append(
+            f"paired {first.contrast}: {first.delta:+.3f} [{first.ci_low:+.3f}, "
+            f"{first.ci_high:+.3f}] ({decided} at n = {first.n_sequences})"
+        )
+    for place in places.itertuples():
+        parts.append(
+            f"{place.band} band at the {place.percentile:.0f}th percentile of "
+            f"{place.n_controls} random controls ({place.controls_min:+.3f} to "
+            f"{place.controls_max:+.3f})"
+        )
+    if "d_prev_top_heads" in rows and len(named):
+        parts.append(
+            "previous-token attention of the top heads "
+            + ", ".join(f"{n.split()[1]} {rows.loc[n, 'd_prev_top_heads']:+.2f}" for n in named)
+        )
+    return "; ".join(parts)
+
+
+@section("ablation_prope")
+def prope_section(ctx: ReportContext) -> Section:
+    result = _ablations(ctx)
+    summary = result.summary
+    part = summary[summary.get("group", pd.Series(dtype=str)) == "p-rope"].copy()
+    table = _summary_cols(part).merge(
+        _head_effects(result.heads, list(part.condition)), on="condition", how="left"
+    )
+    return Section(
+        "Ablation: p-RoPE sweep",
+        how_to_read=(
+            "inference-time p-RoPE (no retraining) keeps the highest fraction p of frequencies "
+            "rotating; Barbero et al. find that dropping the lowest ~25 % costs little, and less "
+            "than dropping the highest (compare the two curves at the same p)."
+        ),
+        prose=_SHARED_RUN,
+        figures=[prope_sweep_curves(part)],
+        tables=[("Conditions", table)],
+        key_result="; ".join(
+            f"{row.condition}: {_ci(row._asdict())}"
+            for row in table.itertuples()
+            if row.condition.endswith("p=0.75")
+        ),
+    )
+
+
+@section("ablation_phase")
+def phase_section(ctx: ReportContext) -> Section:
+    result = _ablations(ctx)
+    summary = result.summary
+    group = summary.get("group", pd.Series(dtype=str))
+    part = summary[group == "phase"]
+    effects = _head_effects(result.heads, list(part.condition))
+    merged = part.merge(effects, on="condition", how="left")
+    figure = phase_sweep_curves(
+        merged, title="Rotating a quarter of the pairs of q by a constant angle φ"
+    )
+    sanity = summary[group == "sanity"]
+    prose = _SHARED_RUN
+    if len(sanity):
+        row = sanity.iloc[0]
+        prose = (
+            f"{_SHARED_RUN} Sanity check of relative encoding: shifting every position by "
+            f"{int(row['delta'])} on q and k changed the loss by {row.delta_loss:+.2e} "
+            "nats/token (expected ≈ 0)."
+        )
+    table = _summary_cols(pd.concat([part, sanity])).merge(effects, on="condition", how="left")
+    return Section(
+        "Ablation: phase shifts",
+        how_to_read=(
+            "a phase shift changes the angle α between q and k pairs; Ruscio & Silvestri "
+            "predict misalignment flattens attention (entropy up, max weight down) and raises "
+            "the loss, most for the bands the model relies on."
+        ),
+        prose=prose,
+        figures=[figure],
+        tables=[("Conditions", table)],
+        key_result=_phase_key(merged, sanity),
+    )
+
+
+def _phase_key(merged: pd.DataFrame, sanity: pd.DataFrame) -> str:
+    parts = []
+    for end in ("high", "low"):
+        line = merged[merged.band == end]
+        if len(line):
+            worst = line.loc[line.delta_loss.idxmax()]
+            parts.append(
+                f"{end} band: largest Δloss {worst.delta_loss:+.2f} at φ = {worst.phi:.2f}"
+            )
+    if len(sanity):
+        parts.append(f"position shift (sanity): Δloss {sanity.iloc[0].delta_loss:+.1e}")
+    return "; ".join(parts)
