@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import rope_interp.report
-from rope_interp.conditions import standard_conditions
+from rope_interp.conditions import PHASES, standard_conditions
 from rope_interp.data import Corpus
 from rope_interp.errors import RopeInterpError
 from rope_interp.report import (
@@ -155,6 +155,32 @@ def test_ablation_tables_have_confidence_intervals(tiny_report):
     phase = next(s for s in report.sections if s.title.startswith("Ablation: phase"))
     sanity = "position shift" in " ".join(next(iter(phase.iter_tables())).frame.condition)
     assert sanity and "relative encoding" in phase.prose
+
+
+def test_phase_section_sweeps_both_signs_and_follows_the_previous_token_head(tiny_report):
+    report, _, _, model = tiny_report
+    phase = next(s for s in report.sections if s.title.startswith("Ablation: phase"))
+    tables = list(phase.iter_tables())
+    mechanism = tables[1].frame
+    assert list(mechanism.condition[:1]) == ["clean"] and len(mechanism) == 1 + 2 * len(PHASES)
+    for band in ("high", "low"):
+        assert sorted(mechanism[mechanism.band == band].phi) == sorted(PHASES)
+    assert "φ = ±0.79" in phase.key_result
+    # The clean row, independently: the head with the most previous-token attention on the
+    # ablation corpus (tokens[:2]), its weight on itself, the previous and the first token.
+    tokens = random_tokens(model, batch=4, pos=40)[:2]
+    _, cache = model.run_with_cache(tokens, names_filter=lambda n: n.endswith("hook_pattern"))
+    best = None
+    for layer in range(model.cfg.n_layers):
+        pattern = cache[f"blocks.{layer}.attn.hook_pattern"].double()[:, :, 1:]  # rows ≥ 1
+        prev = pattern.diagonal(offset=0, dim1=-2, dim2=-1).mean((0, 2))
+        self_ = pattern.diagonal(offset=1, dim1=-2, dim2=-1).mean((0, 2))
+        first = pattern[..., 0].mean((0, 2))
+        for head in range(model.cfg.n_heads):
+            if best is None or prev[head] > best[0]:
+                best = (float(prev[head]), float(self_[head]), float(first[head]))
+    clean = mechanism.iloc[0]
+    assert (clean.prev, clean.self, clean.first) == pytest.approx(best, abs=1e-6)
 
 
 def test_a_failing_section_does_not_cost_the_report(monkeypatch, tmp_path):

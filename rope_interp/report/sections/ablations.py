@@ -214,18 +214,65 @@ def phase_section(ctx: ReportContext) -> Section:
             "nats/token (expected ≈ 0)."
         )
     table = _summary_cols(pd.concat([part, sanity])).merge(effects, on="condition", how="left")
+    mechanism, n_heads = _phase_mechanism(result.heads, part)
     return Section(
         "Ablation: phase shifts",
         how_to_read=(
             "a phase shift changes the angle α between q and k pairs; Ruscio & Silvestri "
             "predict misalignment flattens attention (entropy up, max weight down) and raises "
-            "the loss, most for the bands the model relies on."
+            "the loss, most for the bands the model relies on. φ runs both ways: on q, φ moves "
+            "the offset a head's pairs select by −φ/θ_i tokens, so φ > 0 can turn a "
+            "previous-token head into a self head and φ < 0 pushes it further back; the second "
+            "table follows the strongest previous-token heads."
         ),
         prose=prose,
         figures=[figure],
-        tables=[("Conditions", table)],
+        tables=[
+            ("Conditions", table),
+            (
+                f"Where the {n_heads} strongest previous-token heads attend (mean weight on the "
+                "token itself, the previous token and the first token, query rows ≥ 1)",
+                mechanism,
+            ),
+        ],
         key_result=_phase_key(merged, sanity),
     )
+
+
+def _phase_mechanism(heads: pd.DataFrame, part: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """Attention of the clean model's top previous-token heads (the top 5 %, as for
+    `d_prev_top_heads`) under each phase condition, after a "clean" row."""
+    names = list(part.condition)
+    first = heads[heads.condition.isin(names)]
+    if first.empty:
+        return pd.DataFrame(columns=["condition", "band", "phi", "self", "prev", "first"]), 0
+    clean = first[first.condition == names[0]]
+    top = clean.nlargest(max(1, len(clean) // 20), "prev_base")[["layer", "head"]]
+    chosen = first.merge(top, on=["layer", "head"])
+    base = chosen[chosen.condition == names[0]]
+    rows = [
+        {
+            "condition": "clean",
+            "band": "",
+            "phi": 0.0,
+            "self": base.diag_base.mean(),
+            "prev": base.prev_base.mean(),
+            "first": base.first_base.mean(),
+        }
+    ]
+    for row in part.sort_values(["band", "phi"]).itertuples():
+        mine = chosen[chosen.condition == row.condition]
+        rows.append(
+            {
+                "condition": row.condition,
+                "band": row.band,
+                "phi": row.phi,
+                "self": mine.diag.mean(),
+                "prev": mine.prev.mean(),
+                "first": mine["first"].mean(),
+            }
+        )
+    return pd.DataFrame(rows), len(top)
 
 
 def _phase_key(merged: pd.DataFrame, sanity: pd.DataFrame) -> str:
@@ -234,9 +281,13 @@ def _phase_key(merged: pd.DataFrame, sanity: pd.DataFrame) -> str:
         line = merged[merged.band == end]
         if len(line):
             worst = line.loc[line.delta_loss.idxmax()]
-            parts.append(
-                f"{end} band: largest Δloss {worst.delta_loss:+.2f} at φ = {worst.phi:.2f}"
-            )
+            text = f"{end} band: largest Δloss {worst.delta_loss:+.2f} at φ = {worst.phi:+.2f}"
+            by_phi = dict(zip(line.phi.round(6), line.delta_loss, strict=True))
+            mirrored = sorted(phi for phi in by_phi if phi > 0 and -phi in by_phi)
+            if mirrored:  # the asymmetry at the smallest mirrored angle
+                phi = mirrored[0]
+                text += f" (φ = ±{phi:.2f}: {by_phi[phi]:+.2f} vs {by_phi[-phi]:+.2f})"
+            parts.append(text)
     if len(sanity):
         parts.append(f"position shift (sanity): Δloss {sanity.iloc[0].delta_loss:+.1e}")
     return "; ".join(parts)
