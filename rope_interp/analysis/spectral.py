@@ -22,12 +22,13 @@ import torch
 from jaxtyping import Complex, Float
 from torch import Tensor
 
-from rope_interp.analysis._common import batch_list, run_hooks, spec_of
+from rope_interp.analysis._common import spec_of
 from rope_interp.analysis.statistics import correlation_test, spearman
 from rope_interp.backends import backend_for
 from rope_interp.capturing import resolve_layers
 from rope_interp.errors import RopeInterpError
 from rope_interp.pairs import to_pairs
+from rope_interp.runner import run_batches
 
 BAND_EDGES = (0.25, 0.75)
 
@@ -237,32 +238,34 @@ def pair_spectra(
     acc: dict[tuple[str, int], Tensor] = {}
     freqs_ref: list[Tensor] = []
 
-    def hooks_for():
-        hooks = []
-        for layer in chosen:
-            for kind in kinds:
+    hooks = []
+    for layer in chosen:
+        for kind in kinds:
+            point = backend_for(model).read_point(kind, layer)  # after any QK-norm
 
-                point = backend_for(model).read_point(kind, layer)  # after any QK-norm
+            def fn(tensor, hook, kind=kind, layer=layer, point=point):
+                z = to_pairs(point.read(tensor.detach()).double(), spec)[0]  # [b,pos,h,pair]
+                pos = torch.arange(z.shape[1], device=z.device)
+                z = z * spec.phasors(layer, pos, torch.complex128)[None, :, None]
+                freqs, power = complex_spectrum(z.permute(0, 2, 3, 1))
+                if not freqs_ref:
+                    freqs_ref.append(freqs)
+                total = power.sum(0).cpu()
+                acc[(kind, layer)] = acc.get((kind, layer), 0) + total
 
-                def fn(tensor, hook, kind=kind, layer=layer, point=point):
-                    z = to_pairs(point.read(tensor.detach()).double(), spec)[0]  # [b,pos,h,pair]
-                    pos = torch.arange(z.shape[1], device=z.device)
-                    z = z * spec.phasors(layer, pos, torch.complex128)[None, :, None]
-                    freqs, power = complex_spectrum(z.permute(0, 2, 3, 1))
-                    if not freqs_ref:
-                        freqs_ref.append(freqs)
-                    total = power.sum(0).cpu()
-                    acc[(kind, layer)] = acc.get((kind, layer), 0) + total
+            hooks.append((point.hook, fn))
 
-                hooks.append((point.hook, fn))
-        return hooks
+    lengths: set[int] = set()
 
-    batches = batch_list(batches)
-    lengths = {int(b.shape[1]) for b in batches}
-    if len(lengths) > 1:
-        raise RopeInterpError(f"All batches must have one sequence length; got {sorted(lengths)}.")
+    def one_length(tokens: Tensor, _) -> None:
+        lengths.add(int(tokens.shape[1]))
+        if len(lengths) > 1:
+            raise RopeInterpError(
+                f"All batches must have one sequence length; got {sorted(lengths)}."
+            )
+
+    run_batches(model, batches, hooks, "pair spectra", progress, after_batch=one_length)
     n_pos = lengths.pop()
-    run_hooks(model, batches, hooks_for, "pair spectra", progress)
     freqs = freqs_ref[0]
     rows = []
     for (kind, layer), power in acc.items():
@@ -490,39 +493,37 @@ def _entropy_pass(
     variants = sorted({(d.window, d.remove_mean) for d in definitions})
     acc: dict[int, dict] = {}
 
-    def hooks_for():
-        hooks = []
-        for layer in chosen:
+    hooks = []
+    for layer in chosen:
 
-            def fn(tensor, hook, layer=layer):
-                pattern = tensor.detach().double()  # [batch, head, q, k]
-                n_pos = pattern.shape[-1]
-                if n_pos < min_row:
-                    raise RopeInterpError(
-                        f"Sequences have {n_pos} tokens, fewer than min_row={min_row}."
-                    )
-                size = _n_fft(n_pos, n_fft)
-                rows_m = torch.arange(min_row - 1, n_pos, row_step, device=pattern.device)
-                freqs = torch.fft.rfftfreq(size, dtype=torch.float64, device=pattern.device)
-                a = acc.setdefault(layer, {"rows": 0, "aent": 0, "bands": 0})
-                for b in range(pattern.shape[0]):
-                    rows = pattern[b][:, rows_m]  # [head, M, k]; zero beyond the causal part
-                    a["aent"] = a["aent"] + _entropy_bits(rows).sum(1).cpu()
-                    a["rows"] += len(rows_m)
-                    for variant in variants:
-                        power = row_power(rows, rows_m, variant[0], variant[1], size)
-                        _accumulate(a, power, variant, definitions)
-                        if bands_for is not None and variant == (
-                            definitions[bands_for].window,
-                            definitions[bands_for].remove_mean,
-                        ):
-                            energy = band_energy(freqs, power).nan_to_num(0.0)
-                            a["bands"] = a["bands"] + energy.sum(1).cpu()
+        def fn(tensor, hook, layer=layer):
+            pattern = tensor.detach().double()  # [batch, head, q, k]
+            n_pos = pattern.shape[-1]
+            if n_pos < min_row:
+                raise RopeInterpError(
+                    f"Sequences have {n_pos} tokens, fewer than min_row={min_row}."
+                )
+            size = _n_fft(n_pos, n_fft)
+            rows_m = torch.arange(min_row - 1, n_pos, row_step, device=pattern.device)
+            freqs = torch.fft.rfftfreq(size, dtype=torch.float64, device=pattern.device)
+            a = acc.setdefault(layer, {"rows": 0, "aent": 0, "bands": 0})
+            for b in range(pattern.shape[0]):
+                rows = pattern[b][:, rows_m]  # [head, M, k]; zero beyond the causal part
+                a["aent"] = a["aent"] + _entropy_bits(rows).sum(1).cpu()
+                a["rows"] += len(rows_m)
+                for variant in variants:
+                    power = row_power(rows, rows_m, variant[0], variant[1], size)
+                    _accumulate(a, power, variant, definitions)
+                    if bands_for is not None and variant == (
+                        definitions[bands_for].window,
+                        definitions[bands_for].remove_mean,
+                    ):
+                        energy = band_energy(freqs, power).nan_to_num(0.0)
+                        a["bands"] = a["bands"] + energy.sum(1).cpu()
 
-            hooks.append((f"blocks.{layer}.attn.hook_pattern", fn))
-        return hooks
+        hooks.append((f"blocks.{layer}.attn.hook_pattern", fn))
 
-    run_hooks(model, batches, hooks_for, "attention spectra", progress)
+    run_batches(model, batches, hooks, "attention spectra", progress)
     rows = []
     for d in definitions:
         key = (d.include_dc, d.window, d.remove_mean)
@@ -608,20 +609,18 @@ def mlp_spectra(
     acc: dict[int, Tensor] = {}
     meta: dict[str, object] = {}
 
-    def hooks_for():
-        hooks = []
-        for layer in chosen:
+    hooks = []
+    for layer in chosen:
 
-            def fn(tensor, hook, layer=layer):
-                x = tensor.detach().double().transpose(1, 2)  # [b, neuron, pos]
-                freqs, power = power_spectrum(x)
-                meta["freqs"], meta["n_pos"] = freqs.cpu(), x.shape[-1]
-                acc[layer] = acc.get(layer, 0) + power.mean(1).sum(0).cpu()
+        def fn(tensor, hook, layer=layer):
+            x = tensor.detach().double().transpose(1, 2)  # [b, neuron, pos]
+            freqs, power = power_spectrum(x)
+            meta["freqs"], meta["n_pos"] = freqs.cpu(), x.shape[-1]
+            acc[layer] = acc.get(layer, 0) + power.mean(1).sum(0).cpu()
 
-            hooks.append((f"blocks.{layer}.mlp.hook_post", fn))
-        return hooks
+        hooks.append((f"blocks.{layer}.mlp.hook_post", fn))
 
-    run_hooks(model, batches, hooks_for, "MLP spectra", progress)
+    run_batches(model, batches, hooks, "MLP spectra", progress)
     freqs, n_pos = meta["freqs"], int(meta["n_pos"])
     frames = []
     for layer in chosen:
@@ -656,27 +655,24 @@ def phase_alignment(
     align: dict[int, list[Tensor]] = {layer: [] for layer in chosen}
     mag: dict[int, list[Tensor]] = {layer: [] for layer in chosen}
 
-    def hooks_for():
-        hooks = []
-        for layer in chosen:
+    hooks = []
+    for layer in chosen:
+        point = backend_for(model).read_point("q", layer)  # after any QK-norm
 
-            point = backend_for(model).read_point("q", layer)  # after any QK-norm
+        def q_fn(tensor, hook, layer=layer, point=point):
+            z = to_pairs(point.read(tensor.detach()).double(), spec)[0]
+            pos = torch.arange(z.shape[1], device=z.device)
+            z = z * spec.phasors(layer, pos, torch.complex128)[None, :, None]
+            r = z.sum(-1).abs() / z.abs().sum(-1).clamp(min=1e-300)  # [b, pos, head]
+            align[layer].append(r.mean(-1).flatten().cpu())
 
-            def q_fn(tensor, hook, layer=layer, point=point):
-                z = to_pairs(point.read(tensor.detach()).double(), spec)[0]
-                pos = torch.arange(z.shape[1], device=z.device)
-                z = z * spec.phasors(layer, pos, torch.complex128)[None, :, None]
-                r = z.sum(-1).abs() / z.abs().sum(-1).clamp(min=1e-300)  # [b, pos, head]
-                align[layer].append(r.mean(-1).flatten().cpu())
+        def mlp_fn(tensor, hook, layer=layer):
+            mag[layer].append(tensor.detach().double().abs().mean(-1).flatten().cpu())
 
-            def mlp_fn(tensor, hook, layer=layer):
-                mag[layer].append(tensor.detach().double().abs().mean(-1).flatten().cpu())
+        hooks.append((point.hook, q_fn))
+        hooks.append((f"blocks.{layer}.mlp.hook_post", mlp_fn))
 
-            hooks.append((point.hook, q_fn))
-            hooks.append((f"blocks.{layer}.mlp.hook_post", mlp_fn))
-        return hooks
-
-    run_hooks(model, batches, hooks_for, "phase alignment", progress)
+    run_batches(model, batches, hooks, "phase alignment", progress)
     rows = []
     for layer in chosen:
         a, m = torch.cat(align[layer]), torch.cat(mag[layer])
