@@ -8,15 +8,10 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from rope_interp.ablation import (
-    Intervention,
-    p_rope,
-    position_shift,
-    select_band,
-    select_random,
-)
+from rope_interp.ablation import Intervention, p_rope, position_shift
 from rope_interp.errors import RopeInterpError
 from rope_interp.experiment import Condition
+from rope_interp.selection import select_band, select_random
 
 PHASES = (0.0, math.pi / 4, math.pi / 2, math.pi)
 P_VALUES = (1.0, 0.75, 0.5, 0.25, 0.0)
