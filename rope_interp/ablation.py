@@ -224,13 +224,22 @@ class Intervention:
                     out.append((hook_name("rot_" + kind, layer), self._rot_hook(kind, layer, mask)))
         return out
 
-    def _pre_hook(self, kind: str, layer: int, mask: Tensor) -> Callable:
+    def _dims_once(self, mask: Tensor) -> Callable[[torch.device], Tensor]:
+        """`dims(device)`: `_dim_mask(mask, device)`, built at the first call and then reused."""
         cache: dict = {}
 
-        def hook(x: Tensor, hook: HookPoint) -> Tensor:
+        def dims(device) -> Tensor:
             if "dims" not in cache:
-                cache["dims"] = self._dim_mask(mask, x.device)
-            dims = cache["dims"]
+                cache["dims"] = self._dim_mask(mask, device)
+            return cache["dims"]
+
+        return dims
+
+    def _pre_hook(self, kind: str, layer: int, mask: Tensor) -> Callable:
+        dims_on = self._dims_once(mask)
+
+        def hook(x: Tensor, hook: HookPoint) -> Tensor:
+            dims = dims_on(x.device)
             if self.mode == "zero":
                 return x.masked_fill(dims, 0.0)
             return torch.where(dims, self._means[(kind, layer)].to(x.device, x.dtype), x)
@@ -244,12 +253,10 @@ class Intervention:
         return hook
 
     def _rot_hook(self, kind: str, layer: int, mask: Tensor) -> Callable:
-        cache: dict = {}
+        dims_on = self._dims_once(mask)
 
         def hook(x: Tensor, hook: HookPoint) -> Tensor:
-            if "dims" not in cache:
-                cache["dims"] = self._dim_mask(mask, x.device)
-            dims = cache["dims"]
+            dims = dims_on(x.device)
             if self.mode == "zero":  # the rotation of a zero pair is zero
                 return x.masked_fill(dims, 0.0)
             if self.mode == "mean":
