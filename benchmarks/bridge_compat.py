@@ -35,7 +35,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rope_interp.backends.bridge import architecture, bridge_support  # noqa: E402
+from rope_interp.backends.bridge_geometry import architecture  # noqa: E402
+from rope_interp.backends.bridge_support import bridge_support  # noqa: E402
 from rope_interp.capturing import capture, hook_name  # noqa: E402
 from rope_interp.pairs import score_contributions  # noqa: E402
 from rope_interp.spec import RotarySpec  # noqa: E402
@@ -137,7 +138,8 @@ def edit_checks(bridge, reference, name, spec, tokens) -> tuple[str, str]:
 
 def ablation_check(bridge, spec, tokens) -> str:
     try:
-        from rope_interp.ablation import Intervention, select_pairs
+        from rope_interp.ablation import Intervention
+        from rope_interp.selection import select_pairs
     except Exception as exc:  # the module is young; report rather than crash
         return f"ablation import failed: {exc}"
     works, silent, failed = [], [], []

@@ -15,18 +15,11 @@ import time
 import pandas as pd
 import torch
 
-from rope_interp.ablation import (
-    Intervention,
-    PairSelection,
-    p_rope,
-    position_shift,
-    select_band,
-    select_frame,
-    select_random,
-)
+from rope_interp.ablation import Intervention, p_rope, position_shift
 from rope_interp.data import load_corpus
 from rope_interp.experiment import Condition, run_experiment
 from rope_interp.models import load_model
+from rope_interp.selection import PairSelection, select_band, select_frame, select_random
 from rope_interp.spec import RotarySpec
 from rope_interp.stats import collect_pair_stats
 

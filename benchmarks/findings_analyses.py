@@ -31,7 +31,7 @@ from rope_interp.analysis import (
     positional_heads,
 )
 from rope_interp.analysis.decay import reference_decay, score_decay
-from rope_interp.analysis.spectral import harmonic_enrichment
+from rope_interp.analysis.fourier import harmonic_enrichment
 from rope_interp.analysis.statistics import spearman
 from rope_interp.data import load_corpus
 from rope_interp.models import load_model

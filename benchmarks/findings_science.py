@@ -24,23 +24,23 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from rope_interp.ablation import select_band
 from rope_interp.analysis import massive_activations, offset_features, positional_heads
-from rope_interp.analysis.outliers import bound_summary
-from rope_interp.analysis.phase import phase_sweep_attention, symmetric_phis
-from rope_interp.analysis.spectral import (
+from rope_interp.analysis.attention_spectra import (
     PAPER_DEFINITION,
     WINDOWS,
     SpectralDefinition,
     attention_spectra,
     entropy_correlation_table,
-    harmonic_enrichment,
-    mlp_spectra,
     robustness_verdict,
     spectral_entropy_definitions,
 )
+from rope_interp.analysis.fourier import harmonic_enrichment
+from rope_interp.analysis.outliers import bound_summary
+from rope_interp.analysis.phase import phase_sweep_attention, symmetric_phis
+from rope_interp.analysis.spectral import mlp_spectra
 from rope_interp.data import load_corpus
 from rope_interp.models import load_model
+from rope_interp.selection import select_band
 from rope_interp.spec import RotarySpec
 from rope_interp.stats import collect_pair_stats
 

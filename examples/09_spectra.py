@@ -16,12 +16,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import plotly.graph_objects as go  # noqa: E402
 from _common import load, parser, save  # noqa: E402
 
-from rope_interp.analysis.spectral import (  # noqa: E402
-    attention_spectra,
-    harmonic_enrichment,
-    mlp_spectra,
-    pair_spectra,
-)
+from rope_interp.analysis.attention_spectra import attention_spectra  # noqa: E402
+from rope_interp.analysis.fourier import harmonic_enrichment  # noqa: E402
+from rope_interp.analysis.spectral import mlp_spectra, pair_spectra  # noqa: E402
 from rope_interp.analysis.statistics import spearman  # noqa: E402
 from rope_interp.plots.analysis import plot_band_energy  # noqa: E402
 from rope_interp.spec import RotarySpec  # noqa: E402

@@ -43,10 +43,10 @@ _EXPORTS = {
     "PairStats": "rope_interp.stats",
     # interventions and experiments
     "Intervention": "rope_interp.ablation",
-    "PairSelection": "rope_interp.ablation",
-    "select_pairs": "rope_interp.ablation",
-    "select_band": "rope_interp.ablation",
-    "select_random": "rope_interp.ablation",
+    "PairSelection": "rope_interp.selection",
+    "select_pairs": "rope_interp.selection",
+    "select_band": "rope_interp.selection",
+    "select_random": "rope_interp.selection",
     "p_rope": "rope_interp.ablation",
     "position_shift": "rope_interp.ablation",
     "Condition": "rope_interp.experiment",
@@ -108,15 +108,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly
-    from rope_interp.ablation import (
-        Intervention,
-        PairSelection,
-        p_rope,
-        position_shift,
-        select_band,
-        select_pairs,
-        select_random,
-    )
+    from rope_interp.ablation import Intervention, p_rope, position_shift
     from rope_interp.capturing import RotaryCapture, capture, from_cache, hook_name
     from rope_interp.data import Corpus, load_corpus
     from rope_interp.errors import HooksDidNotFire, RopeInterpError, UnsupportedModel
@@ -131,5 +123,6 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
         to_pairs,
     )
     from rope_interp.report import build_report
+    from rope_interp.selection import PairSelection, select_band, select_pairs, select_random
     from rope_interp.spec import RotarySpec
     from rope_interp.stats import PairStats, collect_pair_stats

@@ -26,10 +26,10 @@ from transformer_lens.hook_points import HookPoint
 
 from rope_interp.backends import KINDS, backend_for, hook_name
 from rope_interp.errors import HooksDidNotFire, RopeInterpError
+from rope_interp.runner import Hook, run_batches
 from rope_interp.spec import RotarySpec
 
 __all__ = ["KINDS", "Captured", "RotaryCapture", "capture", "from_cache", "hook_name"]
-Hook = tuple[str, Callable[[Tensor, HookPoint], None]]
 
 
 @dataclass
@@ -168,10 +168,13 @@ class RotaryCapture:
     def run(self, tokens: Tensor, **forward_kwargs) -> Captured:
         """One forward pass with the capture hooks; returns what was captured."""
         self.reset()
-        with torch.no_grad():
-            self.model.run_with_hooks(
-                tokens, fwd_hooks=self.hooks(), return_type=None, **forward_kwargs
-            )
+        run_batches(
+            self.model,
+            tokens,
+            self.hooks(),
+            progress=False,
+            forward=lambda batch: self.model(batch, return_type=None, **forward_kwargs),
+        )
         self.check_fired()
         return self.captured
 

@@ -53,7 +53,7 @@ def checkpoint_architecture(path: str | os.PathLike) -> str:
     architectures = config.get("architectures") or []
     if not architectures:
         raise RopeInterpError(
-            f"{config_file} names no architecture (\"architectures\": [...]); rope-interp needs "
+            f'{config_file} names no architecture ("architectures": [...]); rope-interp needs '
             f"one of {sorted(CONVERTERS)}."
         )
     return str(architectures[0])
@@ -141,37 +141,63 @@ def _tl_config(path: Path) -> dict[str, Any]:
             ) from None
 
 
-def _rope_parameters(hf_config: Any) -> dict[str, Any]:
+# ---- reading a transformers config: shared with the GGUF loader (models.py) ------------------
+def hf_dims(hf_config: Any) -> dict[str, Any]:
+    """The shape fields of a `HookedTransformerConfig` from a transformers (decoder) config."""
+    n_heads = hf_config.num_attention_heads
+    n_kv = getattr(hf_config, "num_key_value_heads", None) or n_heads
+    return {
+        "d_model": hf_config.hidden_size,
+        "d_head": getattr(hf_config, "head_dim", None) or hf_config.hidden_size // n_heads,
+        "n_heads": n_heads,
+        "d_mlp": hf_config.intermediate_size,
+        "n_layers": hf_config.num_hidden_layers,
+        "n_ctx": hf_config.max_position_embeddings,
+        "eps": hf_config.rms_norm_eps,
+        "d_vocab": hf_config.vocab_size,
+        "n_key_value_heads": n_kv if n_kv != n_heads else None,
+    }
+
+
+def rope_parameters(hf_config: Any) -> dict[str, Any]:
+    """The config's RoPE parameters (`rope_parameters`, or the older `rope_scaling`)."""
     params = getattr(hf_config, "rope_parameters", None) or getattr(hf_config, "rope_scaling", None)
     return dict(params or {})
 
 
-def _rope_type(params: dict[str, Any]) -> str:
+def rope_type(params: dict[str, Any]) -> str:
+    """The RoPE type of `rope_parameters(hf_config)`: "default", "linear", "llama3", ..."""
     return str(params.get("rope_type") or params.get("type") or "default").lower()
+
+
+def llama3_scaling(params: dict[str, Any], n_ctx: int) -> dict[str, Any]:
+    """TransformerLens's NTK-by-parts fields for Llama 3.1 ("llama3") RoPE scaling; `n_ctx`
+    stands in for a missing original context length."""
+    return {
+        "use_NTK_by_parts_rope": True,
+        "NTK_by_parts_factor": float(params.get("factor", 8.0)),
+        "NTK_by_parts_low_freq_factor": float(params.get("low_freq_factor", 1.0)),
+        "NTK_by_parts_high_freq_factor": float(params.get("high_freq_factor", 4.0)),
+        "NTK_original_ctx_len": int(params.get("original_max_position_embeddings", n_ctx)),
+    }
 
 
 def _add_rope_scaling(cfg: dict[str, Any], hf_config: Any, arch: str) -> None:
     """Make TransformerLens's config carry the checkpoint's RoPE scaling, or refuse."""
-    params = _rope_parameters(hf_config)
-    rope_type = _rope_type(params)
-    if rope_type == "default":
+    params = rope_parameters(hf_config)
+    kind = rope_type(params)
+    if kind == "default":
         return
-    if rope_type == "llama3" and cfg.get("use_NTK_by_parts_rope"):
+    if kind == "llama3" and cfg.get("use_NTK_by_parts_rope"):
         return
-    if rope_type == "llama3" and arch in ("LlamaForCausalLM", "MistralForCausalLM"):
-        cfg.update(
-            use_NTK_by_parts_rope=True,
-            NTK_by_parts_factor=float(params["factor"]),
-            NTK_by_parts_low_freq_factor=float(params.get("low_freq_factor", 1.0)),
-            NTK_by_parts_high_freq_factor=float(params.get("high_freq_factor", 4.0)),
-            NTK_original_ctx_len=int(params["original_max_position_embeddings"]),
-        )
+    if kind == "llama3" and arch in ("LlamaForCausalLM", "MistralForCausalLM"):
+        cfg.update(llama3_scaling(params, hf_config.max_position_embeddings))
         return
-    if rope_type == "linear":
+    if kind == "linear":
         cfg["rotary_scaling_factor"] = float(params["factor"])
         return
     raise RopeInterpError(
-        f"{arch}: RoPE scaling {rope_type!r} is not reproduced by TransformerLens 3.9's "
+        f"{arch}: RoPE scaling {kind!r} is not reproduced by TransformerLens 3.9's "
         "conversion of this architecture, so the model would rotate with the wrong "
         "frequencies; rope-interp loads default, linear and llama3 scaling here."
     )
@@ -180,40 +206,28 @@ def _add_rope_scaling(cfg: dict[str, Any], hf_config: Any, arch: str) -> None:
 def _gemma_config(hf_config: Any, arch: str) -> dict[str, Any]:
     """TransformerLens's Gemma-2/Gemma-3 configuration, read from the checkpoint's config (the
     fields of TransformerLens's official gemma-2-2b / gemma-3-1b entries)."""
-    n_heads = hf_config.num_attention_heads
-    d_head = getattr(hf_config, "head_dim", None) or hf_config.hidden_size // n_heads
-    n_kv = hf_config.num_key_value_heads
     layer_types = list(getattr(hf_config, "layer_types", None) or [])
     attn_types = ["local" if t == "sliding_attention" else "global" for t in layer_types]
+    dims = hf_dims(hf_config)
     cfg: dict[str, Any] = {
-        "d_model": hf_config.hidden_size,
-        "d_head": d_head,
-        "n_heads": n_heads,
-        "d_mlp": hf_config.intermediate_size,
-        "n_layers": hf_config.num_hidden_layers,
-        "n_ctx": hf_config.max_position_embeddings,
-        "eps": hf_config.rms_norm_eps,
-        "d_vocab": hf_config.vocab_size,
+        **dims,
         "act_fn": getattr(hf_config, "hidden_activation", None) or "gelu_pytorch_tanh",
         "initializer_range": hf_config.initializer_range,
         "normalization_type": "RMS",
         "positional_embedding_type": "rotary",
-        "rotary_dim": d_head,
+        "rotary_dim": dims["d_head"],
         "use_attn_scale": True,
         "attn_scale": math.sqrt(hf_config.query_pre_attn_scalar),
-        "n_key_value_heads": n_kv if n_kv != n_heads else None,
         "gated_mlp": True,
         "final_rms": True,
         "use_normalization_before_and_after": True,
     }
     if "local" in attn_types:
-        cfg.update(
-            window_size=hf_config.sliding_window, use_local_attn=True, attn_types=attn_types
-        )
-    params = _rope_parameters(hf_config)
+        cfg.update(window_size=hf_config.sliding_window, use_local_attn=True, attn_types=attn_types)
+    params = rope_parameters(hf_config)
     if arch == "Gemma2ForCausalLM":
-        if _rope_type(params) != "default":
-            raise RopeInterpError(f"{arch}: RoPE scaling {_rope_type(params)!r} is not supported.")
+        if rope_type(params) != "default":
+            raise RopeInterpError(f"{arch}: RoPE scaling {rope_type(params)!r} is not supported.")
         cfg["rotary_base"] = float(params.get("rope_theta", 10000.0))
         if getattr(hf_config, "attn_logit_softcapping", None):
             cfg["attn_scores_soft_cap"] = float(hf_config.attn_logit_softcapping)
@@ -222,9 +236,9 @@ def _gemma_config(hf_config: Any, arch: str) -> dict[str, Any]:
         return cfg
     full = params.get("full_attention", params)
     local = params.get("sliding_attention", params)
-    if _rope_type(local) != "default" or _rope_type(full) not in ("default", "linear"):
+    if rope_type(local) != "default" or rope_type(full) not in ("default", "linear"):
         raise RopeInterpError(
-            f"{arch}: RoPE scaling (global {_rope_type(full)!r}, local {_rope_type(local)!r}) "
+            f"{arch}: RoPE scaling (global {rope_type(full)!r}, local {rope_type(local)!r}) "
             "is not reproduced by TransformerLens 3.9; it supports linear scaling of the "
             "global layers only."
         )
@@ -232,7 +246,7 @@ def _gemma_config(hf_config: Any, arch: str) -> dict[str, Any]:
     cfg["rotary_base_local"] = float(
         local.get("rope_theta", getattr(hf_config, "rope_local_base_freq", 10000.0))
     )
-    if _rope_type(full) == "linear":
+    if rope_type(full) == "linear":
         cfg["rotary_scaling_factor"] = float(full["factor"])
     cfg["use_qk_norm"] = True
     return cfg
@@ -241,23 +255,15 @@ def _gemma_config(hf_config: Any, arch: str) -> dict[str, Any]:
 def _olmo2_config(hf_config: Any) -> dict[str, Any]:
     """TransformerLens's OLMo-2 configuration (its allenai/OLMo-2 entries), read from the
     checkpoint's config."""
-    n_heads = hf_config.num_attention_heads
-    n_kv = getattr(hf_config, "num_key_value_heads", None) or n_heads
+    d_head = hf_config.hidden_size // hf_config.num_attention_heads  # OLMo-2: no head_dim
     return {
-        "d_model": hf_config.hidden_size,
-        "d_head": hf_config.hidden_size // n_heads,
-        "n_heads": n_heads,
-        "n_key_value_heads": n_kv if n_kv != n_heads else None,
-        "d_mlp": hf_config.intermediate_size,
-        "n_layers": hf_config.num_hidden_layers,
-        "n_ctx": hf_config.max_position_embeddings,
-        "eps": hf_config.rms_norm_eps,
-        "d_vocab": hf_config.vocab_size,
+        **hf_dims(hf_config),
+        "d_head": d_head,
         "act_fn": hf_config.hidden_act,
         "initializer_range": hf_config.initializer_range,
         "normalization_type": "RMS",
-        "rotary_base": float(_rope_parameters(hf_config).get("rope_theta", 10000.0)),
-        "rotary_dim": hf_config.hidden_size // n_heads,
+        "rotary_base": float(rope_parameters(hf_config).get("rope_theta", 10000.0)),
+        "rotary_dim": d_head,
         "attn_types": ["global"] * hf_config.num_hidden_layers,
         "positional_embedding_type": "rotary",
         "gated_mlp": True,

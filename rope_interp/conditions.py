@@ -8,15 +8,10 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from rope_interp.ablation import (
-    Intervention,
-    p_rope,
-    position_shift,
-    select_band,
-    select_random,
-)
+from rope_interp.ablation import Intervention, p_rope, position_shift
 from rope_interp.errors import RopeInterpError
 from rope_interp.experiment import Condition
+from rope_interp.selection import select_band, select_random
 
 # Symmetric about 0 (π ≡ −π): on the high band the sign of φ matters (φ > 0 turns previous-
 # token heads into self heads, φ < 0 pushes them further back), so a one-sided sweep hides it.

@@ -23,7 +23,8 @@ from typing import Any
 
 import torch
 
-_TINY = dict(
+# The fields of every tiny transformers config here (and of tests/bridge's, with overrides).
+TINY_CONFIG = dict(
     hidden_size=64,
     num_hidden_layers=2,
     num_attention_heads=4,
@@ -35,6 +36,23 @@ _TINY = dict(
     eos_token_id=2,
     pad_token_id=0,
 )
+_NOT_NEOX = ("num_key_value_heads", "pad_token_id")
+# Llama 3.1's NTK-by-parts scaling, on a 64-token original context.
+LLAMA3_SCALING = dict(
+    rope_type="llama3",
+    factor=8.0,
+    low_freq_factor=1.0,
+    high_freq_factor=4.0,
+    original_max_position_embeddings=64,
+)
+
+
+def tiny_config(config_class: str, **overrides) -> Any:
+    """A tiny transformers config of `config_class` (e.g. "LlamaConfig"): `TINY_CONFIG` with
+    `overrides`."""
+    import transformers
+
+    return getattr(transformers, config_class)(**{**TINY_CONFIG, **overrides})
 
 
 @dataclass(frozen=True)
@@ -54,64 +72,43 @@ class Family:
     traits: dict = field(default_factory=dict)
 
 
-def _llama(**extra):
-    from transformers import LlamaConfig
-
-    return LlamaConfig(**_TINY, **extra)
-
-
 def _families() -> list[Family]:
     import transformers as tf
 
-    neox = dict(
-        hidden_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=128,
-        vocab_size=384,
-        max_position_embeddings=256,
-        bos_token_id=1,
-        eos_token_id=2,
-    )
+    # GPT-NeoX: no grouped-query attention, no pad token.
+    neox = {k: v for k, v in TINY_CONFIG.items() if k not in _NOT_NEOX}
     return [
-        Family("Llama", lambda: _llama(), "half"),
+        Family("Llama", lambda: tiny_config("LlamaConfig"), "half"),
         Family(
             "Llama-3.x (llama3 scaling)",
-            lambda: _llama(
-                rope_scaling=dict(
-                    rope_type="llama3",
-                    factor=8.0,
-                    low_freq_factor=1.0,
-                    high_freq_factor=4.0,
-                    original_max_position_embeddings=64,
-                ),
-                rope_theta=500000.0,
+            lambda: tiny_config(
+                "LlamaConfig", rope_scaling=dict(LLAMA3_SCALING), rope_theta=500000.0
             ),
             "half",
             scaling="llama3 (NTK-by-parts)",
         ),
         Family(
             "Llama (linear scaling)",
-            lambda: _llama(rope_scaling=dict(rope_type="linear", factor=4.0)),
+            lambda: tiny_config("LlamaConfig", rope_scaling=dict(rope_type="linear", factor=4.0)),
             "half",
             scaling="linear",
         ),
-        Family("Qwen2 / Qwen2.5", lambda: tf.Qwen2Config(**_TINY), "half", notes="q/k biases"),
+        Family("Qwen2 / Qwen2.5", lambda: tiny_config("Qwen2Config"), "half", notes="q/k biases"),
         Family(
             "Qwen3",
-            lambda: tf.Qwen3Config(**_TINY, head_dim=16),
+            lambda: tiny_config("Qwen3Config", head_dim=16),
             "half",
             qk_norm="per head (derived)",
         ),
         Family(
             "Mistral",
-            lambda: tf.MistralConfig(**_TINY, sliding_window=None),
+            lambda: tiny_config("MistralConfig", sliding_window=None),
             "half",
         ),
         Family(
             "Gemma-2",
-            lambda: tf.Gemma2Config(
-                **_TINY,
+            lambda: tiny_config(
+                "Gemma2Config",
                 head_dim=16,
                 query_pre_attn_scalar=32,
                 sliding_window=4,
@@ -124,8 +121,8 @@ def _families() -> list[Family]:
         ),
         Family(
             "Gemma-3",
-            lambda: tf.Gemma3TextConfig(
-                **_TINY,
+            lambda: tiny_config(
+                "Gemma3TextConfig",
                 head_dim=16,
                 query_pre_attn_scalar=16,
                 sliding_window=4,
@@ -140,10 +137,10 @@ def _families() -> list[Family]:
             qk_norm="per head (derived)",
             local_global="local base 1e4 / global 1e6",
         ),
-        Family("Phi-3", lambda: tf.Phi3Config(**_TINY), "half", notes="fused qkv"),
+        Family("Phi-3", lambda: tiny_config("Phi3Config"), "half", notes="fused qkv"),
         Family(
             "OLMo-2",
-            lambda: tf.Olmo2Config(**{**_TINY, "num_key_value_heads": 4}),
+            lambda: tiny_config("Olmo2Config", num_key_value_heads=4),
             "half",
             gqa="no",
             qk_norm="whole projection (derived)",

@@ -29,7 +29,14 @@ except ImportError:  # TransformerLens >= 4: TransformerBridge only (see rope_in
 
 from rope_interp import model_cache
 from rope_interp.atomic import atomic_write_text
-from rope_interp.checkpoints import is_checkpoint_dir, load_checkpoint
+from rope_interp.checkpoints import (
+    hf_dims,
+    is_checkpoint_dir,
+    llama3_scaling,
+    load_checkpoint,
+    rope_parameters,
+    rope_type,
+)
 from rope_interp.errors import RopeInterpError
 
 BUILTIN_MODEL = "smollm2-135m"
@@ -158,6 +165,7 @@ def check_model_name(name: str) -> None:
             "TransformerLens official model name."
         ) from None
 
+
 def load_gguf(
     path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
 ) -> HookedTransformer:
@@ -229,30 +237,16 @@ def hooked_config_from_llama(hf_config: Any) -> dict[str, Any]:
             f"GGUF loading supports Llama-family models {sorted(_LLAMA_FAMILY)}; this file holds "
             f"a {hf_config.model_type!r} model. Convert it yourself and pass a HookedTransformer."
         )
-    n_heads = hf_config.num_attention_heads
-    d_head = getattr(hf_config, "head_dim", None) or hf_config.hidden_size // n_heads
-    n_kv = getattr(hf_config, "num_key_value_heads", None) or n_heads
-    rope = dict(
-        getattr(hf_config, "rope_parameters", None)
-        or getattr(hf_config, "rope_scaling", None)
-        or {}
-    )
+    dims = hf_dims(hf_config)
+    rope = rope_parameters(hf_config)
     base = rope.get("rope_theta", getattr(hf_config, "rope_theta", 10000.0))
     cfg: dict[str, Any] = {
-        "d_model": hf_config.hidden_size,
-        "d_head": d_head,
-        "n_heads": n_heads,
-        "d_mlp": hf_config.intermediate_size,
-        "n_layers": hf_config.num_hidden_layers,
-        "n_ctx": hf_config.max_position_embeddings,
-        "eps": hf_config.rms_norm_eps,
-        "d_vocab": hf_config.vocab_size,
+        **dims,
         "act_fn": hf_config.hidden_act,
-        "n_key_value_heads": n_kv if n_kv != n_heads else None,
         "normalization_type": "RMS",
         "positional_embedding_type": "rotary",
         "rotary_adjacent_pairs": False,
-        "rotary_dim": d_head,
+        "rotary_dim": dims["d_head"],
         "rotary_base": float(base),
         "final_rms": True,
         "gated_mlp": True,
@@ -260,21 +254,13 @@ def hooked_config_from_llama(hf_config: Any) -> dict[str, Any]:
         # Llama-family GGUF tokenizers (SmolLM2 among them) do not add a BOS token.
         "default_prepend_bos": False,
     }
-    rope_type = (rope.get("rope_type") or rope.get("type") or "default").lower()
-    if rope_type == "llama3":
-        cfg.update(
-            use_NTK_by_parts_rope=True,
-            NTK_by_parts_factor=rope.get("factor", 8.0),
-            NTK_by_parts_low_freq_factor=rope.get("low_freq_factor", 1.0),
-            NTK_by_parts_high_freq_factor=rope.get("high_freq_factor", 4.0),
-            NTK_original_ctx_len=rope.get(
-                "original_max_position_embeddings", hf_config.max_position_embeddings
-            ),
-        )
-    elif rope_type == "linear":
+    kind = rope_type(rope)
+    if kind == "llama3":
+        cfg.update(llama3_scaling(rope, hf_config.max_position_embeddings))
+    elif kind == "linear":
         cfg["rotary_scaling_factor"] = float(rope["factor"])
-    elif rope_type != "default":
-        raise RopeInterpError(f"Unsupported rope_type {rope_type!r} in this GGUF file.")
+    elif kind != "default":
+        raise RopeInterpError(f"Unsupported rope_type {kind!r} in this GGUF file.")
     return cfg
 
 

@@ -28,11 +28,11 @@ from pathlib import Path
 import pandas as pd
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from rope_interp.atomic import atomic_write
 from rope_interp.capturing import RotaryCapture, resolve_layers
 from rope_interp.errors import RopeInterpError
+from rope_interp.runner import run_batches
 from rope_interp.spec import RotarySpec
 
 # Summed fields, in the order of the accumulator's field axis (the first _N_REDUCED come from
@@ -419,17 +419,23 @@ def collect_pair_stats(
             model_id=model_fingerprint(model),
         )
     cap = RotaryCapture(model, stats.layers, kinds=("q", "k"), on_capture=stats.update)
-    total = len(batches) if hasattr(batches, "__len__") else None
-    seen_any = False
-    for tokens in tqdm(batches, total=total, desc="pair statistics", disable=not progress):
-        with torch.no_grad(), cap:
-            model(tokens, return_type=None)
+
+    def fold(tokens: Tensor, _) -> None:
+        cap.check_fired()
+        cap.reset()
         stats.flush()
         stats.tokens_seen += tokens.numel()
         stats.sequences_seen += tokens.shape[0]
-        seen_any = True
-    if not seen_any and not allow_empty:
-        raise RopeInterpError("No token batches were given: the corpus is empty.")
+
+    run_batches(
+        model,
+        batches,
+        cap.hooks(),
+        "pair statistics",
+        progress,
+        after_batch=fold,
+        allow_empty=allow_empty,
+    )
     return stats
 
 

@@ -13,8 +13,9 @@ import sys
 
 import torch
 
-from rope_interp.ablation import Intervention, p_rope, select_band
+from rope_interp.ablation import Intervention, p_rope
 from rope_interp.experiment import Condition, RunSettings, run_experiment
+from rope_interp.selection import select_band
 from rope_interp.spec import RotarySpec
 from rope_interp.testing import make_model, random_tokens
 

@@ -9,18 +9,15 @@ import pytest
 import torch
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
-from rope_interp.ablation import (
-    Intervention,
+from rope_interp.ablation import Intervention, attached_hooks, p_rope, position_shift
+from rope_interp.errors import RopeInterpError
+from rope_interp.selection import (
     PairSelection,
-    attached_hooks,
-    p_rope,
-    position_shift,
     select_band,
     select_frame,
     select_pairs,
     select_random,
 )
-from rope_interp.errors import RopeInterpError
 from rope_interp.spec import RotarySpec
 from rope_interp.stats import collect_pair_stats
 from tests.helpers import make_model, random_tokens

@@ -51,7 +51,7 @@ def test_a_planted_massive_activation_is_found_at_its_dim_and_tokens(model):
     tokens[tokens == token] = token + 1
     tokens[:, 0] = token  # the first position of every sequence
     tokens[1, 5] = token
-    result = massive_activations(planted, [tokens], min_ratio=100.0)
+    result = massive_activations(planted, [tokens[:3], tokens[3:]], min_ratio=100.0)
     for row in result.layers.itertuples():
         assert row.dims == (dim,)
         assert row.n_massive == row.n_tokens == 5

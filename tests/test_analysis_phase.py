@@ -9,9 +9,9 @@ import math
 import pandas as pd
 import pytest
 
-from rope_interp.ablation import select_pairs
 from rope_interp.analysis.phase import phase_sweep_attention, symmetric_phis
 from rope_interp.errors import RopeInterpError
+from rope_interp.selection import select_pairs
 from rope_interp.spec import RotarySpec
 from tests.helpers import make_model, random_tokens
 from tests.test_analysis_planting import plant_previous_token_head

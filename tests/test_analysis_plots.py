@@ -16,7 +16,7 @@ from rope_interp.analysis import (
     offset_features,
     positional_heads,
 )
-from rope_interp.analysis.spectral import power_spectrum
+from rope_interp.analysis.fourier import power_spectrum
 from rope_interp.errors import RopeInterpError
 from rope_interp.plots import analysis as plots
 from rope_interp.stats import collect_pair_stats

@@ -10,25 +10,25 @@ import pandas as pd
 import pytest
 import torch
 
-from rope_interp.analysis.spectral import (
+from rope_interp.analysis.attention_spectra import (
     PAPER_DEFINITION,
     SpectralDefinition,
     attention_spectra,
-    band_energy,
     definition_grid,
     entropy_correlation_table,
-    find_peaks,
-    harmonic_candidates,
-    harmonic_enrichment,
-    match_harmonics,
-    mlp_spectra,
-    pair_spectra,
-    phase_alignment,
-    power_spectrum,
     robustness_verdict,
     row_power,
     spectral_entropy_definitions,
 )
+from rope_interp.analysis.fourier import (
+    band_energy,
+    find_peaks,
+    harmonic_candidates,
+    harmonic_enrichment,
+    match_harmonics,
+    power_spectrum,
+)
+from rope_interp.analysis.spectral import mlp_spectra, pair_spectra, phase_alignment
 from rope_interp.errors import RopeInterpError
 from rope_interp.spec import RotarySpec
 from tests.helpers import make_model, random_tokens

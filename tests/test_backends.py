@@ -12,11 +12,12 @@ import pytest
 import torch
 from transformer_lens.utilities.activation_functions import apply_softcap
 
-from rope_interp.ablation import Intervention, select_pairs
+from rope_interp.ablation import Intervention
 from rope_interp.backends import HookedBackend, backend_for
 from rope_interp.capturing import capture, from_cache
 from rope_interp.errors import UnsupportedModel
 from rope_interp.pairs import score_contributions
+from rope_interp.selection import select_pairs
 from rope_interp.spec import RotarySpec
 from rope_interp.stats import collect_pair_stats
 from tests.helpers import make_model, random_tokens
@@ -131,8 +132,9 @@ def test_every_ablation_mode_acts_on_the_post_norm_vectors(name, mode):
             x[..., [a, b]] = 0.0
             return x
 
-        rq, rk = attn.apply_rotary(edit(pre_q.clone(), "q")), attn.apply_rotary(
-            edit(pre_k.clone(), "k")
+        rq, rk = (
+            attn.apply_rotary(edit(pre_q.clone(), "q")),
+            attn.apply_rotary(edit(pre_k.clone(), "k")),
         )
     elif mode == "mean":
         means = {kind: stats.mean_vectors(kind)[0][:, pair] for kind in ("q", "k")}
@@ -143,8 +145,9 @@ def test_every_ablation_mode_acts_on_the_post_norm_vectors(name, mode):
             x[..., b] = mu.imag.to(x.dtype)
             return x
 
-        rq, rk = attn.apply_rotary(edit(pre_q.clone(), "q")), attn.apply_rotary(
-            edit(pre_k.clone(), "k")
+        rq, rk = (
+            attn.apply_rotary(edit(pre_q.clone(), "q")),
+            attn.apply_rotary(edit(pre_k.clone(), "k")),
         )
     elif mode == "nope":
         rq, rk = attn.apply_rotary(pre_q), attn.apply_rotary(pre_k)

@@ -20,8 +20,9 @@ import pytest
 import torch
 
 from rope_interp import cli, models
-from rope_interp.ablation import Intervention, select_band
+from rope_interp.ablation import Intervention
 from rope_interp.errors import RopeInterpError
+from rope_interp.selection import select_band
 from rope_interp.spec import RotarySpec
 from tests.helpers import make_model
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from rope_interp.ablation import Intervention, attached_hooks, p_rope, select_band, select_pairs
+from rope_interp.ablation import Intervention, attached_hooks, p_rope
 from rope_interp.errors import RopeInterpError
 from rope_interp.experiment import (
     Condition,
@@ -16,6 +16,7 @@ from rope_interp.experiment import (
     run_experiment,
     sequence_losses,
 )
+from rope_interp.selection import select_band, select_pairs
 from rope_interp.spec import RotarySpec
 from tests.helpers import make_model, random_tokens
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import rope_interp.experiment as experiment
-from rope_interp.ablation import Intervention, select_band
+from rope_interp.ablation import Intervention
 from rope_interp.conditions import standard_conditions
 from rope_interp.contrasts import (
     band_contrasts,
@@ -24,6 +24,7 @@ from rope_interp.contrasts import (
 from rope_interp.errors import RopeInterpError
 from rope_interp.experiment import Condition, RunSettings, merge_results, run_experiment
 from rope_interp.fingerprint import callable_identity, model_fingerprint
+from rope_interp.selection import select_band
 from rope_interp.spec import RotarySpec
 from tests.helpers import make_model, random_tokens
 

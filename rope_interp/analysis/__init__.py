@@ -5,7 +5,9 @@
 - `outliers`: rotary outliers and offset features, with the frequency and angle bounds
   (Jonasson; derivation in docs/theory.md).
 - `sinks`: attention sinks (Gu et al.) and the pairs that make them.
-- `spectral`: spectra of pair components, attention rows and MLP activations (Ruscio et al.).
+- `spectral`: spectra of pair components and MLP activations, phase alignment (Ruscio et al.);
+  `attention_spectra`: attention-row spectra and the spectral-entropy definitions; `fourier`:
+  power spectra, bands, peaks, harmonics of θ_i and their null model.
 - `massive`: massive q/k values (Jin et al.) mapped to pairs.
 - `activations`: massive activations of the residual stream (Sun et al.).
 - `decay`: score against distance: RoPE's own (all-ones vs Gaussian) and a trained model's.
@@ -14,23 +16,21 @@
 """
 
 from rope_interp.analysis.activations import MassiveActivations, massive_activations
+from rope_interp.analysis.attention_spectra import (
+    SpectralDefinition,
+    attention_spectra,
+    entropy_correlation_table,
+    robustness_verdict,
+    spectral_entropy_definitions,
+)
 from rope_interp.analysis.decay import reference_decay, score_decay
+from rope_interp.analysis.fourier import harmonic_enrichment
 from rope_interp.analysis.massive import massive_values
 from rope_interp.analysis.outliers import bound_summary, offset_features
 from rope_interp.analysis.phase import phase_sweep_attention, symmetric_phis
 from rope_interp.analysis.positional import PositionalHeads, positional_heads
 from rope_interp.analysis.sinks import AttentionSinks, attention_sinks
-from rope_interp.analysis.spectral import (
-    SpectralDefinition,
-    attention_spectra,
-    entropy_correlation_table,
-    harmonic_enrichment,
-    mlp_spectra,
-    pair_spectra,
-    phase_alignment,
-    robustness_verdict,
-    spectral_entropy_definitions,
-)
+from rope_interp.analysis.spectral import mlp_spectra, pair_spectra, phase_alignment
 from rope_interp.analysis.statistics import correlation_test, spearman
 from rope_interp.analysis.usage import band_shares, frequency_usage, layer_usage
 

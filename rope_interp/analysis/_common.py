@@ -1,4 +1,4 @@
-"""Shared plumbing for the analyses: hook-based passes over token batches, robust z-scores,
+"""Shared plumbing for the analyses: the rotated-pairs pass over token batches, robust z-scores,
 frequency bands and angle wrapping. Internal: the public surface is in the analysis modules."""
 
 from __future__ import annotations
@@ -8,50 +8,17 @@ from collections.abc import Callable, Iterable, Sequence
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from rope_interp.backends import backend_for
 from rope_interp.capturing import resolve_layers
 from rope_interp.errors import RopeInterpError
 from rope_interp.pairs import expand_kv_heads, to_pairs
+from rope_interp.runner import run_batches
 from rope_interp.spec import RotarySpec
 
 
 def spec_of(model) -> RotarySpec:
     return RotarySpec.from_model(model, check_config=False)
-
-
-def batch_list(batches: Iterable[Tensor]) -> list[Tensor]:
-    """Materialise the batches (so tqdm knows their number) and reject an empty corpus."""
-    if isinstance(batches, Tensor):
-        batches = [batches if batches.ndim == 2 else batches[None]]
-    out = list(batches)
-    if not out:
-        raise RopeInterpError("No token batches were given: the corpus is empty.")
-    for tokens in out:
-        if tokens.ndim != 2:
-            raise RopeInterpError(
-                f"Each batch must be an Int tensor [batch, pos]; got shape {tuple(tokens.shape)}."
-            )
-    return out
-
-
-def run_hooks(
-    model,
-    batches: Iterable[Tensor],
-    hooks_for: Callable[[], list[tuple[str, Callable]]],
-    desc: str,
-    progress: bool = True,
-) -> int:
-    """Run the model on every batch with the hooks returned by `hooks_for()`, under no_grad;
-    hooks are removed after each batch (also after an exception). Returns the token count."""
-    n_tokens = 0
-    for tokens in tqdm(batch_list(batches), desc=desc, disable=not progress):
-        tokens = tokens.to(model.cfg.device)
-        with torch.no_grad(), model.hooks(fwd_hooks=hooks_for()):
-            model(tokens, return_type=None)
-        n_tokens += tokens.numel()
-    return n_tokens
 
 
 def rotated_pass(
@@ -80,36 +47,34 @@ def rotated_pass(
     root = math.sqrt(spec.attn_scale)
     backend = backend_for(model)
 
-    def hooks_for():
-        store: dict = {}
-        hooks = []
-        for layer in chosen:
+    store: dict = {}
+    hooks = []
+    for layer in chosen:
 
-            def keep(tensor, hook, kind=None, layer=layer):
-                store[(kind, layer)] = backend.read_point(kind, layer).read(tensor.detach())
+        def keep(tensor, hook, kind=None, layer=layer):
+            store[(kind, layer)] = backend.read_point(kind, layer).read(tensor.detach())
 
-            def pattern_hook(tensor, hook, layer=layer):
-                q, k = store.pop(("q", layer)), store.pop(("k", layer))
-                k = expand_kv_heads(k, q.shape[2])
-                pos = torch.arange(q.shape[1], device=q.device)
-                phasor = spec.phasors(layer, pos, torch.complex128)[None, :, None]
-                zq, q_pass = to_pairs(q.double(), spec)
-                zk, k_pass = to_pairs(k.double(), spec)
-                on_layer(
-                    layer,
-                    tensor.detach().double(),
-                    zq.to(torch.complex128) * phasor / root,
-                    zk.to(torch.complex128) * phasor / root,
-                    q_pass.double() / root,
-                    k_pass.double() / root,
-                )
+        def pattern_hook(tensor, hook, layer=layer):
+            q, k = store.pop(("q", layer)), store.pop(("k", layer))
+            k = expand_kv_heads(k, q.shape[2])
+            pos = torch.arange(q.shape[1], device=q.device)
+            phasor = spec.phasors(layer, pos, torch.complex128)[None, :, None]
+            zq, q_pass = to_pairs(q.double(), spec)
+            zk, k_pass = to_pairs(k.double(), spec)
+            on_layer(
+                layer,
+                tensor.detach().double(),
+                zq.to(torch.complex128) * phasor / root,
+                zk.to(torch.complex128) * phasor / root,
+                q_pass.double() / root,
+                k_pass.double() / root,
+            )
 
-            hooks.append((backend.read_point("q", layer).hook, _partial(keep, "q")))
-            hooks.append((backend.read_point("k", layer).hook, _partial(keep, "k")))
-            hooks.append((f"blocks.{layer}.attn.hook_pattern", pattern_hook))
-        return hooks
+        hooks.append((backend.read_point("q", layer).hook, _partial(keep, "q")))
+        hooks.append((backend.read_point("k", layer).hook, _partial(keep, "k")))
+        hooks.append((f"blocks.{layer}.attn.hook_pattern", pattern_hook))
 
-    n_tokens = run_hooks(model, batches, hooks_for, desc, progress)
+    n_tokens = run_batches(model, batches, hooks, desc, progress)
     return spec, chosen, n_tokens
 
 

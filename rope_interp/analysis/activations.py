@@ -19,9 +19,10 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from rope_interp.analysis._common import batch_list, run_hooks, spec_of
+from rope_interp.analysis._common import spec_of
 from rope_interp.capturing import resolve_layers
 from rope_interp.errors import RopeInterpError
+from rope_interp.runner import run_batches
 
 
 @dataclass
@@ -49,12 +50,12 @@ class _LayerAccumulator:
         self.n_first = 0
         self.per_dim = torch.zeros(d_model, dtype=torch.long)
         self.top_k = top_k
-        # (|h|, h, batch index, row in the batch, position, dim), largest first
-        self.top: list[tuple[float, float, int, int, int, int]] = []
+        # [|h|, h, sequence, position, dim, token id (filled in after the batch)], largest first
+        self.top: list[list] = []
 
-    def add(self, h: Tensor, min_value: float, min_ratio: float) -> None:
-        """Fold in one batch `[batch, pos, d_model]` of this layer's residual stream."""
-        batch_index = len(self.medians)
+    def add(self, h: Tensor, first_sequence: int, min_value: float, min_ratio: float) -> None:
+        """Fold in one batch `[batch, pos, d_model]` of this layer's residual stream, whose
+        first sequence has index `first_sequence` in the corpus."""
         magnitude = h.abs()  # [batch, pos, d_model]
         median = float(magnitude.median())
         massive = magnitude > max(min_value, min_ratio * median)
@@ -76,8 +77,14 @@ class _LayerAccumulator:
             dim_i.cpu().tolist(),
             strict=True,
         ):
-            self.top.append((v, s, batch_index, b, p, d))
+            self.top.append([v, s, first_sequence + b, p, d, None])
         self.top = sorted(self.top, key=lambda row: -row[0])[: self.top_k]
+
+    def name_tokens(self, tokens: Tensor, first_sequence: int) -> None:
+        """Fill in the token ids of the entries that the batch `tokens` just added."""
+        for entry in self.top:
+            if entry[5] is None:
+                entry[5] = int(tokens[entry[2] - first_sequence, entry[3]])
 
 
 def massive_activations(
@@ -100,22 +107,27 @@ def massive_activations(
     chosen = resolve_layers(spec_of(model), layers)
     acc = {layer: _LayerAccumulator(model.cfg.d_model, top_k) for layer in chosen}
 
-    def hooks_for():
-        return [
-            (
-                f"blocks.{layer}.hook_resid_post",
-                lambda t, hook, layer=layer: acc[layer].add(
-                    t.detach().float(), min_value, min_ratio
-                ),
-            )
-            for layer in chosen
-        ]
+    seen = {"sequences": 0}
 
-    batches = batch_list(batches)
-    run_hooks(model, batches, hooks_for, "massive activations", progress)
+    def record(tensor, layer):
+        acc[layer].add(tensor.detach().float(), seen["sequences"], min_value, min_ratio)
+
+    def after_batch(tokens, _):
+        for a in acc.values():
+            a.name_tokens(tokens.cpu(), seen["sequences"])
+        seen["sequences"] += tokens.shape[0]
+
+    hooks = [
+        (
+            f"blocks.{layer}.hook_resid_post",
+            lambda t, hook, layer=layer: record(t, layer),
+        )
+        for layer in chosen
+    ]
+    run_batches(model, batches, hooks, "massive activations", progress, after_batch=after_batch)
     return MassiveActivations(
         layers=pd.DataFrame([_layer_row(layer, a) for layer, a in acc.items()]),
-        top=pd.DataFrame(_top_rows(model, acc, batches)),
+        top=pd.DataFrame(_top_rows(model, acc)),
         min_value=float(min_value),
         min_ratio=float(min_ratio),
     )
@@ -137,22 +149,18 @@ def _layer_row(layer: int, a: _LayerAccumulator) -> dict:
     }
 
 
-def _top_rows(model, acc: dict[int, _LayerAccumulator], batches: list[Tensor]) -> list[dict]:
+def _top_rows(model, acc: dict[int, _LayerAccumulator]) -> list[dict]:
     tokenizer = getattr(model, "tokenizer", None)
-    offsets = [0]
-    for tokens in batches:
-        offsets.append(offsets[-1] + tokens.shape[0])
     rows = []
     for layer, a in acc.items():
-        for rank, (magnitude, value, batch_index, row, position, dim) in enumerate(a.top):
-            token = int(batches[batch_index][row, position])
+        for rank, (magnitude, value, sequence, position, dim, token) in enumerate(a.top):
             rows.append(
                 {
                     "layer": layer,
                     "rank": rank,
                     "value": value,
                     "abs": magnitude,
-                    "sequence": offsets[batch_index] + row,
+                    "sequence": sequence,
                     "position": position,
                     "dim": dim,
                     "token": tokenizer.decode([token]) if tokenizer is not None else str(token),

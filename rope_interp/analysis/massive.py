@@ -14,10 +14,11 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from rope_interp.analysis._common import batch_list, run_hooks, spec_of
+from rope_interp.analysis._common import spec_of
 from rope_interp.backends import backend_for
 from rope_interp.capturing import resolve_layers
 from rope_interp.errors import RopeInterpError
+from rope_interp.runner import run_batches
 
 
 def dim_to_pair(spec) -> tuple[Tensor, Tensor]:
@@ -58,25 +59,23 @@ def massive_values(
     seqs = {"n": 0}
     backend = backend_for(model)
 
-    def hooks_for():
-        hooks = []
-        for layer in chosen:
-            for kind in kinds:
+    hooks = []
+    for layer in chosen:
+        for kind in kinds:
+            # q/k: what enters the rotation (after a QK-norm where the model has one).
+            point = backend.read_point(kind, layer) if kind != "v" else None
 
-                # q/k: what enters the rotation (after a QK-norm where the model has one).
-                point = backend.read_point(kind, layer) if kind != "v" else None
+            def fn(tensor, hook, kind=kind, layer=layer, point=point):
+                x = tensor.detach() if point is None else point.read(tensor.detach())
+                norm = x.double().square().sum(1).sqrt()  # [b, head, d_head]
+                acc[(kind, layer)] = acc.get((kind, layer), 0) + norm.sum(0).cpu()
 
-                def fn(tensor, hook, kind=kind, layer=layer, point=point):
-                    x = tensor.detach() if point is None else point.read(tensor.detach())
-                    norm = x.double().square().sum(1).sqrt()  # [b, head, d_head]
-                    acc[(kind, layer)] = acc.get((kind, layer), 0) + norm.sum(0).cpu()
+            hooks.append((point.hook if point else f"blocks.{layer}.attn.hook_v", fn))
 
-                hooks.append((point.hook if point else f"blocks.{layer}.attn.hook_v", fn))
-        return hooks
+    def count_sequences(tokens: Tensor, _) -> None:
+        seqs["n"] += tokens.shape[0]
 
-    batches = batch_list(batches)
-    seqs["n"] = sum(tokens.shape[0] for tokens in batches)
-    run_hooks(model, batches, hooks_for, "massive values", progress)
+    run_batches(model, batches, hooks, "massive values", progress, after_batch=count_sequences)
     pair_of, member_of = dim_to_pair(spec)
     rows = []
     for (kind, layer), total in acc.items():

@@ -19,9 +19,11 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from rope_interp.ablation import Intervention, PairSelection
-from rope_interp.analysis._common import batch_list, spec_of
+from rope_interp.ablation import Intervention
+from rope_interp.analysis._common import spec_of
 from rope_interp.errors import RopeInterpError
+from rope_interp.runner import run_batches
+from rope_interp.selection import PairSelection
 
 
 def symmetric_phis(n: int = 9) -> list[float]:
@@ -62,15 +64,15 @@ def phase_sweep_attention(
                 f"head (layer {layer}, head {head}) is outside this model's "
                 f"{spec.n_layers} layers × {spec.n_heads} heads."
             )
-    batches = batch_list(batches)
-    if min(int(b.shape[1]) for b in batches) < 3:
+    # Every φ is one more pass over the corpus, so the batches are held in a list.
+    batches = [batches] if isinstance(batches, Tensor) else list(batches)
+    if batches and min(int(b.shape[-1]) for b in batches) < 3:
         raise RopeInterpError("Sequences need at least 3 tokens (self, previous, first differ).")
     layers = sorted({layer for layer, _ in heads})
 
     def measure(phi: float | None) -> dict[tuple[int, int], dict[str, float]]:
         sums = {h: torch.zeros(3, dtype=torch.float64) for h in heads}
-        counts = {"rows": 0}
-        loss_sum, tokens = 0.0, 0
+        counts = {"rows": 0, "tokens": 0, "loss": 0.0}
 
         def hook_for(layer):
             def fn(pattern, hook):
@@ -91,18 +93,18 @@ def phase_sweep_attention(
             return fn
 
         hooks = [(f"blocks.{layer}.attn.hook_pattern", hook_for(layer)) for layer in layers]
-        for tokens_ in batches:
-            tokens_ = tokens_.to(model.cfg.device)
-            with torch.no_grad(), model.hooks(fwd_hooks=hooks):
-                if phi is None:
-                    loss = model(tokens_, return_type="loss", loss_per_token=True)
-                else:
-                    with Intervention(
-                        model, selection, mode="phase", side=side, phi=phi, spec=spec
-                    ):
-                        loss = model(tokens_, return_type="loss", loss_per_token=True)
-            loss_sum += float(loss.double().sum())
-            tokens += loss.numel()
+
+        def forward(tokens: Tensor) -> Tensor:
+            if phi is None:
+                return model(tokens, return_type="loss", loss_per_token=True)
+            with Intervention(model, selection, mode="phase", side=side, phi=phi, spec=spec):
+                return model(tokens, return_type="loss", loss_per_token=True)
+
+        def add_loss(tokens: Tensor, loss: Tensor) -> None:
+            counts["loss"] += float(loss.double().sum())
+            counts["tokens"] += loss.numel()
+
+        run_batches(model, batches, hooks, progress=False, forward=forward, after_batch=add_loss)
         out = {}
         for h in heads:
             s = sums[h] / counts["rows"]
@@ -110,7 +112,7 @@ def phase_sweep_attention(
                 "self": float(s[0]),
                 "previous": float(s[1]),
                 "first": float(s[2]),
-                "loss": loss_sum / tokens,
+                "loss": counts["loss"] / counts["tokens"],
             }
         return out
 

@@ -7,8 +7,9 @@ q and k (floor 1: below `spec`, `pairs` and `capture`, which ask `backend_for(mo
 
 - `hooked.py`: TransformerLens 3.x `HookedTransformer` (QK-norm, OLMo-2 norm and clip applied
   to `hook_q`/`hook_k` with the model's own modules; refusals for sinks, log-n, dynamic NTK).
-- `bridge.py`: TransformerLens 4.x `TransformerBridge` (geometry from the wrapped model's rotary
-  module; rotated q/k derived where the bridge's rotated hooks do not fire).
+- `bridge.py`: TransformerLens 4.x `TransformerBridge` (rotated q/k derived where the bridge's
+  rotated hooks do not fire), with `bridge_geometry.py` (geometry from the wrapped model's
+  rotary module) and `bridge_support.py` (which hooks fire, from one probe forward pass).
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from typing import Any
 
 from rope_interp.backends._geometry import Layout, expected_thetas, pair_dims, rotate_by_tables
 from rope_interp.backends.base import KINDS, Backend, ReadPoint, hook_name
-from rope_interp.backends.bridge import BridgeBackend, is_bridge
+from rope_interp.backends.bridge import BridgeBackend
+from rope_interp.backends.bridge_geometry import is_bridge
 from rope_interp.backends.hooked import HookedBackend
 
 __all__ = [

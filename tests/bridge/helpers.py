@@ -20,69 +20,50 @@ from pathlib import Path
 
 import torch
 
+from rope_interp.family_check import LLAMA3_SCALING, tiny_config
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 VOCAB = 50
 
 
-def _llama():
-    from transformers import LlamaConfig, LlamaForCausalLM
+# Smaller than the supported-models matrix's tiny models (rope_interp.family_check), whose
+# config fields these share: d_model 32, the word-level tokenizer's 50 tokens, no padding row.
+_BRIDGE_SIZE = dict(
+    hidden_size=32,
+    intermediate_size=64,
+    vocab_size=VOCAB,
+    max_position_embeddings=64,
+    pad_token_id=None,
+)
 
+
+def _small(config_class: str, model_class: str, **overrides):
+    import transformers
+
+    config = tiny_config(config_class, **{**_BRIDGE_SIZE, **overrides})
+    return getattr(transformers, model_class)(config)
+
+
+def _llama():
     # rope_theta 500: TL 4.3.0's bridge config reports 10 000 for it (wrong, ignored here).
-    return LlamaForCausalLM(
-        LlamaConfig(
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            vocab_size=VOCAB,
-            max_position_embeddings=64,
-            rope_theta=500.0,
-        )
-    )
+    return _small("LlamaConfig", "LlamaForCausalLM", rope_theta=500.0)
 
 
 def _llama3():
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    return LlamaForCausalLM(
-        LlamaConfig(
-            hidden_size=64,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=4,
-            vocab_size=VOCAB,
-            max_position_embeddings=256,
-            rope_parameters=dict(
-                rope_type="llama3",
-                rope_theta=10000.0,
-                factor=8.0,
-                low_freq_factor=1.0,
-                high_freq_factor=4.0,
-                original_max_position_embeddings=64,
-            ),
-        )
+    return _small(
+        "LlamaConfig",
+        "LlamaForCausalLM",
+        hidden_size=64,
+        num_key_value_heads=4,
+        max_position_embeddings=256,
+        rope_parameters=dict(LLAMA3_SCALING, rope_theta=10000.0),
     )
 
 
 def _qwen2():
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-
     # Qwen2 has q/k biases: pre-rotation means are non-zero.
-    return Qwen2ForCausalLM(
-        Qwen2Config(
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            vocab_size=VOCAB,
-            max_position_embeddings=64,
-            rope_theta=1000.0,
-        )
-    )
+    return _small("Qwen2Config", "Qwen2ForCausalLM", rope_theta=1000.0)
 
 
 def _gpt_neox():
@@ -128,22 +109,6 @@ HF_BUILDERS: dict[str, Callable] = {
     "gpt_neox": _gpt_neox,
     "gptj": _gptj,
 }
-
-
-def _small(config_class: str, model_class: str, **overrides):
-    import transformers
-
-    fields = dict(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        vocab_size=VOCAB,
-        max_position_embeddings=64,
-    )
-    fields.update(overrides)
-    return getattr(transformers, model_class)(getattr(transformers, config_class)(**fields))
 
 
 # More architectures for benchmarks/bridge_compat.py (Qwen3 is refused: QK-norm).

@@ -14,15 +14,10 @@ import pytest
 import torch
 
 from rope_interp.backends import BridgeBackend, backend_for
-from rope_interp.backends.bridge import (
-    _SUPPORT,
-    BridgeSupport,
-    UnsupportedBridge,
-    bridge_support,
-    is_bridge,
-)
+from rope_interp.backends.bridge_geometry import is_bridge
+from rope_interp.backends.bridge_support import _SUPPORT, BridgeSupport, bridge_support
 from rope_interp.capturing import RotaryCapture, capture
-from rope_interp.errors import RopeInterpError
+from rope_interp.errors import RopeInterpError, UnsupportedBridge
 from rope_interp.pairs import rotate, score_contributions
 from rope_interp.spec import RotarySpec
 from rope_interp.stats import collect_pair_stats
@@ -342,8 +337,9 @@ def test_qk_norm_between_hook_q_and_rope_is_refused_by_name():
 
 
 def test_rotated_q_interventions_refuse_bridges_whose_rot_hooks_never_fire():
-    from rope_interp.ablation import Intervention, select_band
+    from rope_interp.ablation import Intervention
     from rope_interp.errors import RopeInterpError
+    from rope_interp.selection import select_band
     from rope_interp.spec import RotarySpec
 
     bridge, _ = make_bridge("gpt_neox")
