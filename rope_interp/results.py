@@ -167,11 +167,16 @@ def write_result_tables(out_dir: str | Path, result: ExperimentResult) -> None:
 
 
 def merge_results(
-    dirs: Sequence[str | Path], out_dir: str | Path | None = None
+    dirs: Sequence[str | Path],
+    out_dir: str | Path | None = None,
+    conditions: Sequence[str] | None = None,
 ) -> ExperimentResult:
     """Combine the run directories of shards (disjoint sequences, same model, code, conditions
     and settings) into one result, as if one run had taken their sequences in the given order:
-    per-sequence losses are concatenated (exact), metric sums and row counts added."""
+    per-sequence losses are concatenated (exact), metric sums and row counts added.
+
+    `conditions`: the names of the conditions in the order of the run (rows of the tables come
+    in this order); default: every finished condition, in the order of their file names."""
     if not dirs:
         raise RopeInterpError("merge_results needs at least one run directory.")
     merged: dict[str, dict] = {}
@@ -193,6 +198,11 @@ def merge_results(
             _fold(merged[name], record, path)
     if not merged:
         raise RopeInterpError(f"No finished conditions in {[str(d) for d in dirs]}.")
+    if conditions is not None:
+        missing = [name for name in conditions if name not in merged]
+        if missing:
+            raise RopeInterpError(f"No finished record of condition(s) {missing} in the shards.")
+        order = list(conditions)
     counts = {name: len(merged[name]["losses"]) for name in order}
     if len(set(counts.values())) > 1:
         raise RopeInterpError(
