@@ -50,7 +50,7 @@ _EXPORTS = {
     "p_rope": "rope_interp.ablation",
     "position_shift": "rope_interp.ablation",
     "Condition": "rope_interp.experiment",
-    "ExperimentResult": "rope_interp.experiment",
+    "ExperimentResult": "rope_interp.results",
     "run_experiment": "rope_interp.experiment",
     # the report
     "build_report": "rope_interp.report",
@@ -112,7 +112,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from rope_interp.capturing import RotaryCapture, capture, from_cache, hook_name
     from rope_interp.data import Corpus, load_corpus
     from rope_interp.errors import HooksDidNotFire, RopeInterpError, UnsupportedModel
-    from rope_interp.experiment import Condition, ExperimentResult, run_experiment
+    from rope_interp.experiment import Condition, run_experiment
     from rope_interp.models import load_model
     from rope_interp.pairs import (
         expand_kv_heads,
@@ -123,6 +123,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
         to_pairs,
     )
     from rope_interp.report import build_report
+    from rope_interp.results import ExperimentResult
     from rope_interp.selection import PairSelection, select_band, select_pairs, select_random
     from rope_interp.spec import RotarySpec
     from rope_interp.stats import PairStats, collect_pair_stats

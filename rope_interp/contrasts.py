@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from rope_interp.errors import RopeInterpError
-from rope_interp.experiment import ExperimentResult, bootstrap_ci
+from rope_interp.results import ExperimentResult, bootstrap_ci
 
 
 def _per_sequence(result: ExperimentResult, names: str | Sequence[str]) -> pd.Series:

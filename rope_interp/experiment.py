@@ -24,18 +24,18 @@ batch's clean patterns and residual streams are held (memory O(batch), not O(cor
 
 Resumable and mergeable: with `out_dir`, each condition's per-sequence losses and per-(layer,
 head) metric sums are written atomically to `conditions/*.json` (unfinished ones every
-`checkpoint_seconds`), keyed by everything that determines them: every byte of the weights, the
-tokens, the hook code (qualified name and source), every setting and rope-interp's code. A re-run
-reuses a matching condition and recomputes a stale one with a one-line note on stderr;
-`merge_results` combines the run directories of shards.
+`checkpoint_seconds`), keyed by everything that determines them (`rope_interp.run_store`). A
+re-run reuses a matching condition and recomputes a stale one with a one-line note on stderr;
+`rope_interp.results.merge_results` combines the run directories of shards.
+
+This module is the run loop; the metric maths is in `rope_interp.measures`, the records on disk
+and their keys in `rope_interp.run_store`, the tables built from records in
+`rope_interp.results`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import importlib.metadata
 import json
-import re
 import sys
 import time
 from collections.abc import Iterable, Sequence
@@ -44,32 +44,39 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 import torch.nn.functional as F
-from jaxtyping import Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 from transformer_lens.hook_points import HookPoint
 from transformer_lens.utilities.activation_functions import apply_softcap
 
+import rope_interp.ablation as ablation_module
+import rope_interp.measures as measures_module
 from rope_interp.ablation import Intervention, hook_layers
-from rope_interp.atomic import atomic_write, atomic_write_text
 from rope_interp.capturing import Hook
 from rope_interp.data import Corpus
 from rope_interp.errors import RopeInterpError
-from rope_interp.fingerprint import (
-    callable_identity,
-    model_fingerprint,
-    sequence_ids,
-    source_fingerprint,
-    tokens_fingerprint,
-    value_identity,
+from rope_interp.fingerprint import model_fingerprint, sequence_ids, tokens_fingerprint
+from rope_interp.measures import (
+    METRICS,
+    add_to_sums,
+    attention_kl,
+    row_metrics,
+    sequence_losses,
+    zero_sums,
 )
-
-METRICS = ("kl", "diag", "prev", "first", "entropy", "max_weight")
-_ROW_METRICS = METRICS[1:]
-_FORMAT_VERSION = 2
+from rope_interp.results import ExperimentResult, result_from_records, write_result_tables
+from rope_interp.run_store import (
+    FORMAT_VERSION,
+    code_fingerprint,
+    condition_identity,
+    json_default,
+    load_record,
+    record_key,
+    write_record,
+)
+from rope_interp.runner import run_batches
 
 
 @dataclass
@@ -97,71 +104,6 @@ class Condition:
         return out
 
 
-@dataclass
-class ExperimentResult:
-    """`summary`: one row per condition; `heads`: one per (condition, layer, head);
-    `sequences`: one per (condition, sequence) with `loss_base`, `loss`, `delta_loss` and a
-    `sequence_id` (hash of the sequence's tokens), for paired contrasts (`rope_interp.contrasts`);
-    `skipped`: conditions reused from the run directory."""
-
-    summary: pd.DataFrame
-    heads: pd.DataFrame
-    skipped: list[str] = field(default_factory=list)
-    sequences: pd.DataFrame = field(default_factory=pd.DataFrame)
-
-
-# ---- pure metric maths ----------------------------------------------------------------------
-def row_metrics(
-    pattern: Float[Tensor, "batch head qpos kpos"],
-) -> dict[str, Float[Tensor, "head"]]:
-    """Sums over batch and query rows q ≥ 1 of diag, prev, first, entropy and max weight."""
-    rows = pattern[:, :, 1:].float()
-    return {
-        "diag": pattern.diagonal(dim1=-2, dim2=-1)[..., 1:].float().sum((0, 2)),
-        "prev": pattern.diagonal(offset=-1, dim1=-2, dim2=-1).float().sum((0, 2)),
-        "first": rows[..., 0].sum((0, 2)),
-        "entropy": -torch.special.xlogy(rows, rows).sum(-1).sum((0, 2)),
-        "max_weight": rows.amax(-1).sum((0, 2)),
-    }
-
-
-def attention_kl(
-    base: Float[Tensor, "batch head qpos kpos"], ablated: Float[Tensor, "batch head qpos kpos"]
-) -> Float[Tensor, "head"]:
-    """Σ over batch and rows q ≥ 1 of KL(base row ‖ ablated row) in nats."""
-    p = base[:, :, 1:].float()
-    q = ablated[:, :, 1:].float().clamp_min(1e-30)
-    kl = torch.special.xlogy(p, p) - torch.special.xlogy(p, q)
-    return kl.sum(-1).clamp_min(0).sum((0, 2))
-
-
-def sequence_losses(
-    logits: Float[Tensor, "batch pos vocab"], tokens: Int[Tensor, "batch pos"]
-) -> Float[Tensor, "batch"]:
-    """Mean next-token cross-entropy per sequence (nats/token)."""
-    batch, pos, vocab = logits.shape
-    nll = torch.nn.functional.cross_entropy(
-        logits[:, :-1].float().reshape(-1, vocab),
-        tokens[:, 1:].reshape(-1).to(logits.device),
-        reduction="none",
-    )
-    return nll.view(batch, pos - 1).mean(-1)
-
-
-def bootstrap_ci(
-    values: np.ndarray, n_boot: int = 1000, seed: int = 0, level: float = 0.95
-) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean over the given per-sequence values."""
-    values = np.asarray(values, dtype=np.float64)
-    if len(values) < 2:
-        return float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    means = values[rng.integers(0, len(values), (n_boot, len(values)))].mean(1)
-    tail = (1 - level) / 2 * 100
-    return float(np.percentile(means, tail)), float(np.percentile(means, 100 - tail))
-
-
-# ---- the runner -----------------------------------------------------------------------------
 @dataclass(frozen=True)
 class RunSettings:
     """How `run_experiment` runs. Every field that can change a number is part of the resume
@@ -245,15 +187,6 @@ class _Forward:
         return apply_softcap(unembed.hook_out(logits), model.cfg.output_logits_soft_cap)
 
 
-def _zeros(n_layers: int, n_heads: int) -> dict[str, np.ndarray]:
-    return {m: np.zeros((n_layers, n_heads), dtype=np.float64) for m in METRICS}
-
-
-def _add(sums: dict[str, np.ndarray], layer: int, values: dict[str, Tensor]) -> None:
-    for name, value in values.items():
-        sums[name][layer] += value.double().cpu().numpy()
-
-
 @dataclass
 class _State:
     """One condition's running totals: per-sequence losses and per-(layer, head) metric sums."""
@@ -280,6 +213,19 @@ class _CleanBatch:
     patterns: dict[int, Tensor]  # layer → pattern (pattern_dtype, on pattern_device)
     sums: dict[str, np.ndarray]  # metric sums of this batch, [layer, head]
     rows: int
+
+
+@dataclass
+class _Run:
+    """What every step of one `run_experiment` call shares."""
+
+    model: Any
+    settings: RunSettings
+    forward: _Forward
+    batches: tuple[Tensor, ...]
+    sequence_ids: list[str]
+    store: Path | None  # where records go (None: kept in memory only)
+    records: dict[str, dict]  # condition name → its finished record
 
 
 def run_experiment(
@@ -342,48 +288,51 @@ def run_experiment(
     shared = {
         "model": model_fingerprint(model),
         "tokens": tokens_fingerprint(token_tensor),
-        "code": _code_fingerprint(),
+        "code": code_fingerprint(sys.modules[__name__], measures_module, ablation_module),
         "settings": settings.keyed(),
     }
-    seq_ids = sequence_ids(token_tensor)
-    records: dict[str, dict] = {}
+    run = _Run(
+        model,
+        settings,
+        _Forward(model, settings.fast_unembed),
+        token_tensor.split(settings.batch_size),
+        sequence_ids(token_tensor),
+        store,
+        records={},
+    )
     states: list[_State] = []
     for condition in conditions:
-        parts = {**shared, "condition": _condition_identity(condition)}
-        key = _key(parts)
+        parts = {**shared, "condition": condition_identity(condition)}
         state = _State(
             condition,
-            key,
+            record_key(parts),
             parts,
             min(condition.first_layer(n_layers), n_layers),
-            sums=_zeros(n_layers, n_heads),
-            base_sums=_zeros(n_layers, n_heads),
+            sums=zero_sums(n_layers, n_heads),
+            base_sums=zero_sums(n_layers, n_heads),
         )
-        saved = _load(store, condition.name, parts) if store is not None else None
+        saved = load_record(store, condition.name, parts) if store is not None else None
         if saved is not None and saved.get("complete"):
-            records[condition.name] = saved
+            run.records[condition.name] = saved
             continue
         if saved is not None:
             _restore(state, saved)
         states.append(state)
 
-    batches = token_tensor.split(settings.batch_size)
     if states:
-        _run_states(model, states, batches, seq_ids, settings, store, records)
+        _run_states(run, states)
 
     ran = {s.condition.name for s in states}
-    result = _result([records[n] for n in names], skipped=[n for n in names if n not in ran])
+    result = result_from_records(
+        [run.records[n] for n in names], skipped=[n for n in names if n not in ran]
+    )
     if out_dir is not None:
-        _atomic_write_csv(Path(out_dir) / "summary.csv", result.summary)
-        _atomic_write_csv(Path(out_dir) / "heads.csv", result.heads)
-        _atomic_write_csv(Path(out_dir) / "sequences.csv", result.sequences)
+        write_result_tables(out_dir, result)
     return result
 
 
-def _run_states(model, states, batches, seq_ids, settings: RunSettings, store, records) -> None:
-    n_layers = model.cfg.n_layers
-    device = model.cfg.device
-    forward = _Forward(model, settings.fast_unembed)
+def _run_states(run: _Run, states: list[_State]) -> None:
+    batches, settings = run.batches, run.settings
     first = min(s.batches_done for s in states)
     last_save = time.monotonic()
     bar = tqdm(
@@ -392,39 +341,32 @@ def _run_states(model, states, batches, seq_ids, settings: RunSettings, store, r
         unit="batch",
         disable=not settings.progress,
     )
-    offset = sum(len(b) for b in batches[:first])
     for index in bar:
-        batch = batches[index].to(device)
+        batch = batches[index].to(run.model.cfg.device)
         active = [s for s in states if s.batches_done == index]
         if active:
-            starts = {s.first_hooked for s in active}
-            clean = _clean_batch(model, batch, starts, settings, forward)
+            clean = _clean_batch(run, batch, {s.first_hooked for s in active})
             for state in active:
                 bar.set_postfix_str(state.condition.name, refresh=False)
-                _condition_batch(model, state, batch, clean, settings, forward)
+                _condition_batch(run, state, batch, clean)
                 state.batches_done += 1
                 if state.batches_done == len(batches):
-                    records[state.condition.name] = _record(
-                        state, seq_ids[: offset + len(batch)], len(batches), n_layers, settings
-                    )
-                    if store is not None:
-                        _write_record(store, records[state.condition.name])
+                    run.records[state.condition.name] = _record(run, state)
+                    if run.store is not None:
+                        write_record(run.store, run.records[state.condition.name])
             del clean
-        offset += len(batch)
-        if store is not None and time.monotonic() - last_save >= settings.checkpoint_seconds:
+        if run.store is not None and time.monotonic() - last_save >= settings.checkpoint_seconds:
             for state in states:
                 if 0 < state.batches_done < len(batches):
-                    record = _record(
-                        state, seq_ids[: len(state.losses)], len(batches), n_layers, settings
-                    )
-                    _write_record(store, record)
+                    write_record(run.store, _record(run, state))
             last_save = time.monotonic()
 
 
-def _clean_batch(model, batch, start_layers: set[int], settings, forward) -> _CleanBatch:
+def _clean_batch(run: _Run, batch: Tensor, start_layers: set[int]) -> _CleanBatch:
+    model, settings = run.model, run.settings
     n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
     first_needed = min(start_layers)
-    sums = _zeros(n_layers, n_heads)
+    sums = zero_sums(n_layers, n_heads)
     resid: dict[int, Tensor] = {}
     patterns: dict[int, Tensor] = {}
     target = settings.pattern_device
@@ -434,7 +376,7 @@ def _clean_batch(model, batch, start_layers: set[int], settings, forward) -> _Cl
 
     def save_pattern(x: Tensor, hook: HookPoint) -> None:
         layer = hook.layer()
-        _add(sums, layer, row_metrics(x))
+        add_to_sums(sums, layer, row_metrics(x))
         if layer >= first_needed:
             patterns[layer] = x.detach().to(
                 device=target or x.device, dtype=settings.pattern_dtype, copy=True
@@ -447,37 +389,56 @@ def _clean_batch(model, batch, start_layers: set[int], settings, forward) -> _Cl
     ]
     if settings.attention:
         hooks += [(f"blocks.{layer}.attn.hook_pattern", save_pattern) for layer in range(n_layers)]
-    with torch.no_grad(), model.hooks(fwd_hooks=hooks):
-        logits = forward(batch, 0)
-    losses = sequence_losses(logits, batch).double().cpu()
+    out: list[Tensor] = []
+    run_batches(
+        model,
+        batch,
+        hooks,
+        progress=False,
+        forward=lambda tokens: run.forward(tokens, 0),
+        after_batch=lambda tokens, logits: out.append(sequence_losses(logits, tokens)),
+    )
+    losses = out[0].double().cpu()
     return _CleanBatch(losses, resid, patterns, sums, batch.shape[0] * (batch.shape[1] - 1))
 
 
-def _condition_batch(model, state: _State, batch, clean: _CleanBatch, settings, forward) -> None:
-    n_layers = model.cfg.n_layers
-    start = state.first_hooked if settings.reuse_prefix else 0
+def _condition_batch(run: _Run, state: _State, batch: Tensor, clean: _CleanBatch) -> None:
+    n_layers = run.model.cfg.n_layers
+    start = state.first_hooked if run.settings.reuse_prefix else 0
     sums = state.sums
     hooks = state.condition.all_hooks()
 
     def measure(x: Tensor, hook: HookPoint) -> None:
         layer = hook.layer()
-        _add(sums, layer, row_metrics(x))
+        add_to_sums(sums, layer, row_metrics(x))
         base = clean.patterns[layer].to(x.device)
-        _add(sums, layer, {"kl": attention_kl(base, x)})
+        add_to_sums(sums, layer, {"kl": attention_kl(base, x)})
 
-    if settings.attention:
+    if run.settings.attention:
         hooks += [
             (f"blocks.{layer}.attn.hook_pattern", measure)
             for layer in range(state.first_hooked, n_layers)
         ]
-    with torch.no_grad(), model.hooks(fwd_hooks=hooks):
+
+    def forward(tokens: Tensor) -> Tensor | None:
         if state.first_hooked >= n_layers:
-            logits = None  # touches no layer: identical to the clean model
-        elif start > 0:
-            logits = forward(clean.resid[start], start)
-        else:
-            logits = forward(batch, 0)
-    losses = clean.losses if logits is None else sequence_losses(logits, batch).double().cpu()
+            return None  # touches no layer: identical to the clean model
+        if start > 0:
+            return run.forward(clean.resid[start], start)  # resume from the clean prefix
+        return run.forward(tokens, 0)
+
+    out: list[Tensor] = []
+    run_batches(
+        run.model,
+        batch,
+        hooks,
+        progress=False,
+        forward=forward,
+        after_batch=lambda tokens, logits: out.append(
+            clean.losses if logits is None else sequence_losses(logits, tokens).double().cpu()
+        ),
+    )
+    losses = out[0]
     state.losses.extend(losses.tolist())
     state.losses_base.extend(clean.losses.tolist())
     for name in METRICS:
@@ -486,24 +447,24 @@ def _condition_batch(model, state: _State, batch, clean: _CleanBatch, settings, 
     state.n_tokens += batch.numel()
 
 
-# ---- records: what a condition leaves on disk -----------------------------------------------
-def _record(state: _State, ids: list[str], n_batches: int, n_layers: int, settings) -> dict:
-    condition = state.condition
-    complete = state.batches_done == n_batches
-    record = {
-        "format": _FORMAT_VERSION,
+# ---- a condition's running totals ↔ its record on disk (rope_interp.run_store) ---------------
+def _record(run: _Run, state: _State) -> dict:
+    condition, settings = state.condition, run.settings
+    return {
+        "format": FORMAT_VERSION,
         "name": condition.name,
         "key": state.key,
         "parts": state.parts,
-        "complete": complete,
+        "complete": state.batches_done == len(run.batches),
         "batches_done": state.batches_done,
-        "n_batches": n_batches,
-        "describe": json.loads(json.dumps(condition.describe(), default=_json_default)),
+        "n_batches": len(run.batches),
+        "describe": json.loads(json.dumps(condition.describe(), default=json_default)),
         "first_layer": state.first_hooked,
         "attention": settings.attention,
         "n_boot": settings.n_boot,
         "seed": settings.seed,
-        "sequence_ids": list(ids),
+        "model_name": str(getattr(run.model.cfg, "model_name", "") or ""),
+        "sequence_ids": list(run.sequence_ids[: len(state.losses)]),
         "losses": list(state.losses),
         "losses_base": list(state.losses_base),
         "rows": state.rows,
@@ -511,7 +472,6 @@ def _record(state: _State, ids: list[str], n_batches: int, n_layers: int, settin
         "sums": {m: v.tolist() for m, v in state.sums.items()},
         "base_sums": {m: v.tolist() for m, v in state.base_sums.items()},
     }
-    return record
 
 
 def _restore(state: _State, saved: dict) -> None:
@@ -522,283 +482,6 @@ def _restore(state: _State, saved: dict) -> None:
     state.n_tokens = int(saved["n_tokens"])
     state.sums = {m: np.array(saved["sums"][m], dtype=np.float64) for m in METRICS}
     state.base_sums = {m: np.array(saved["base_sums"][m], dtype=np.float64) for m in METRICS}
-
-
-def _tables(record: dict) -> tuple[dict, list[dict]]:
-    """A complete record → its summary row and its per-(layer, head) rows."""
-    loss = np.asarray(record["losses"], dtype=np.float64)
-    base = np.asarray(record["losses_base"], dtype=np.float64)
-    diff = loss - base
-    low, high = bootstrap_ci(diff, record["n_boot"], record["seed"])
-    summary = {
-        "condition": record["name"],
-        **record["describe"],
-        "first_layer": record["first_layer"],
-        "n_sequences": len(diff),
-        "n_tokens": record["n_tokens"],
-        "loss_base": float(base.mean()),
-        "loss": float(loss.mean()),
-        "delta_loss": float(diff.mean()),
-        "ci_low": low,
-        "ci_high": high,
-    }
-    head_rows: list[dict] = []
-    if record["attention"]:
-        rows = record["rows"]
-        sums = {m: np.asarray(v) for m, v in record["sums"].items()}
-        base_sums = {m: np.asarray(v) for m, v in record["base_sums"].items()}
-        n_layers, n_heads = sums["kl"].shape
-        for layer in range(n_layers):
-            affected = layer >= record["first_layer"]
-            for head in range(n_heads):
-                row = {"condition": record["name"], "layer": layer, "head": head}
-                for name in METRICS:
-                    base_value = 0.0 if name == "kl" else float(base_sums[name][layer, head])
-                    value = float(sums[name][layer, head]) if affected else base_value
-                    row[name] = value / rows
-                    if name != "kl":
-                        row[f"{name}_base"] = base_value / rows
-                head_rows.append(row)
-    return summary, head_rows
-
-
-def _result(records: list[dict], skipped: list[str]) -> ExperimentResult:
-    summaries, heads, sequences = [], [], []
-    for record in records:
-        summary, head_rows = _tables(record)
-        summaries.append(summary)
-        heads.extend(head_rows)
-        loss = np.asarray(record["losses"], dtype=np.float64)
-        base = np.asarray(record["losses_base"], dtype=np.float64)
-        sequences.append(
-            pd.DataFrame(
-                {
-                    "condition": record["name"],
-                    "sequence": np.arange(len(loss)),
-                    "sequence_id": record["sequence_ids"],
-                    "loss_base": base,
-                    "loss": loss,
-                    "delta_loss": loss - base,
-                }
-            )
-        )
-    sequence_frame = (
-        pd.concat(sequences, ignore_index=True)
-        if sequences
-        else pd.DataFrame(columns=["condition", "sequence", "sequence_id", "delta_loss"])
-    )
-    return ExperimentResult(
-        summary=pd.DataFrame(summaries),
-        heads=pd.DataFrame(heads),
-        skipped=skipped,
-        sequences=sequence_frame,
-    )
-
-
-def merge_results(
-    dirs: Sequence[str | Path], out_dir: str | Path | None = None
-) -> ExperimentResult:
-    """Combine the run directories of shards (disjoint sequences, same model, code, conditions
-    and settings) into one result, as if one run had taken their sequences in the given order:
-    per-sequence losses are concatenated (exact), metric sums and row counts added."""
-    if not dirs:
-        raise RopeInterpError("merge_results needs at least one run directory.")
-    merged: dict[str, dict] = {}
-    order: list[str] = []
-    for directory in dirs:
-        store = Path(directory) / "conditions"
-        if not store.is_dir():
-            raise RopeInterpError(f"{directory} is not a run directory (no conditions/ folder).")
-        for path in sorted(store.glob("*.json")):
-            record = _read(path)
-            if record is None or not record.get("complete"):
-                _note(f"{path}: unreadable or unfinished condition file; left out of the merge")
-                continue
-            name = record["name"]
-            if name not in merged:
-                merged[name] = json.loads(json.dumps(record))
-                order.append(name)
-                continue
-            _fold(merged[name], record, path)
-    if not merged:
-        raise RopeInterpError(f"No finished conditions in {[str(d) for d in dirs]}.")
-    counts = {name: len(merged[name]["losses"]) for name in order}
-    if len(set(counts.values())) > 1:
-        raise RopeInterpError(
-            f"The shards do not cover the same conditions: sequences per condition {counts}."
-        )
-    result = _result([merged[n] for n in order], skipped=[])
-    if out_dir is not None:
-        for name in order:
-            _write_record(Path(out_dir) / "conditions", merged[name])
-        _atomic_write_csv(Path(out_dir) / "summary.csv", result.summary)
-        _atomic_write_csv(Path(out_dir) / "heads.csv", result.heads)
-        _atomic_write_csv(Path(out_dir) / "sequences.csv", result.sequences)
-    return result
-
-
-def _fold(into: dict, record: dict, path: Path) -> None:
-    """Add one shard's record of a condition to the merged record (in place)."""
-    mine, theirs = into["parts"], record["parts"]
-    for part in ("model", "code", "settings", "condition"):
-        if mine.get(part) != theirs.get(part):
-            raise RopeInterpError(
-                f"{path}: condition {record['name']!r} was run with a different {part} than in "
-                "the first shard; merge only shards of one experiment."
-            )
-    overlap = set(into["sequence_ids"]) & set(record["sequence_ids"])
-    if overlap:
-        raise RopeInterpError(
-            f"{path}: {len(overlap)} sequence(s) of condition {record['name']!r} are already in "
-            "another shard; shards must hold disjoint sequences."
-        )
-    for field_name in ("sequence_ids", "losses", "losses_base"):
-        into[field_name] = into[field_name] + record[field_name]
-    into["rows"] += record["rows"]
-    for table in ("sums", "base_sums"):
-        for metric in METRICS:
-            total = np.asarray(into[table][metric]) + np.asarray(record[table][metric])
-            into[table][metric] = total.tolist()
-    into["n_tokens"] += record["n_tokens"]
-    into["parts"] = {**mine, "tokens": None}
-    into["key"] = None
-
-
-# ---- persistence ----------------------------------------------------------------------------
-def _code_fingerprint() -> str:
-    """rope-interp's version and the source of the modules that compute a condition."""
-    import rope_interp.ablation as ablation_module
-
-    try:
-        version = importlib.metadata.version("rope-interp")
-    except importlib.metadata.PackageNotFoundError:
-        version = "unknown"
-    return f"{version}:{source_fingerprint(sys.modules[__name__], ablation_module)}"
-
-
-def _condition_identity(condition: Condition) -> str | None:
-    """Hash of the condition's name, description, intervention state and hook code; None when
-    a hook has no readable source (then its results are never reused)."""
-    parts = [condition.name, json.dumps(condition.describe(), sort_keys=True, default=str)]
-    intervention = condition.intervention
-    if intervention is not None:
-        state = [
-            type(intervention).__qualname__,
-            intervention.mode,
-            intervention.side,
-            repr(intervention.phi),
-            repr(intervention.delta),
-            value_identity(intervention.selection.mask),
-            value_identity(getattr(intervention, "_means", None)),
-        ]
-        state += [callable_identity(fn, closure=False) for _, fn in intervention.hooks()]
-        if any(s is None for s in state):
-            return None
-        parts += state  # type: ignore[arg-type]
-    for name, fn in condition.hooks:
-        ident = callable_identity(fn)
-        if ident is None:
-            return None
-        parts += [str(name), ident]
-    digest = hashlib.blake2b(digest_size=16)
-    digest.update("\x00".join(parts).encode())
-    return digest.hexdigest()
-
-
-def _key(parts: dict[str, Any]) -> str | None:
-    if parts.get("condition") is None:
-        return None
-    return hashlib.blake2b(
-        json.dumps(parts, sort_keys=True).encode() + bytes([_FORMAT_VERSION]), digest_size=16
-    ).hexdigest()
-
-
-def _slug(name: str) -> str:
-    safe = re.sub(r"[^A-Za-z0-9._=-]+", "_", name).strip("_") or "condition"
-    return f"{safe[:80]}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
-
-
-def _note(message: str) -> None:
-    print(f"rope-interp: {message}", file=sys.stderr, flush=True)
-
-
-_PART_NAMES = {
-    "model": "the model's weights",
-    "tokens": "the tokens",
-    "code": "rope-interp's code or version",
-    "condition": "the intervention or hook code",
-}
-
-
-def _read(path: Path) -> dict | None:
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return None
-    needed = ("format", "name", "key", "parts", "complete", "losses", "losses_base", "sums")
-    needed += ("base_sums", "rows", "n_tokens", "batches_done", "sequence_ids")
-    if not isinstance(record, dict) or any(k not in record for k in needed):
-        return None
-    if record["format"] != _FORMAT_VERSION:
-        return None
-    return record
-
-
-def _load(store: Path, name: str, parts: dict[str, Any]) -> dict | None:
-    """The saved record of a condition if its key matches; else None, with a one-line note
-    saying why (stale, unreadable, not reusable)."""
-    path = store / f"{_slug(name)}.json"
-    if parts.get("condition") is None:
-        _note(
-            f"condition {name!r}: a hook has no readable source (built-in, lambda made by exec, "
-            "callable object, or a closure over an object without a fingerprint); computed "
-            "afresh and never reused"
-        )
-        return None
-    if not path.is_file():
-        return None
-    record = _read(path)
-    if record is None:
-        _note(f"condition {name!r}: {path} is unreadable or of another format; recomputing")
-        return None
-    key = _key(parts)
-    if record["key"] == key and record["name"] == name:
-        return record
-    saved = record.get("parts") or {}
-    reasons = []
-    for part, label in _PART_NAMES.items():
-        if saved.get(part) != parts.get(part):
-            reasons.append(f"{label} changed")
-    old, new = saved.get("settings") or {}, parts["settings"]
-    reasons += [
-        f"{setting} {old.get(setting)!r} → {new[setting]!r}"
-        for setting in new
-        if old.get(setting) != new[setting]
-    ]
-    _note(
-        f"condition {name!r}: the saved result does not match this run "
-        f"({'; '.join(reasons) or 'different key'}); recomputing"
-    )
-    return None
-
-
-def _write_record(store: Path, record: dict) -> None:
-    atomic_write_text(
-        store / f"{_slug(record['name'])}.json", json.dumps(record, default=_json_default)
-    )
-
-
-def _atomic_write_csv(path: Path, frame: pd.DataFrame) -> None:
-    with atomic_write(path) as tmp:
-        frame.to_csv(tmp, index=False)
-
-
-def _json_default(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, torch.Tensor):
-        return value.tolist()
-    return str(value)
 
 
 def conditions_from(interventions: Iterable[tuple[str, Intervention]]) -> list[Condition]:

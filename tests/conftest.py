@@ -38,7 +38,7 @@ def real_model():
 def tiny(monkeypatch):
     """Every command runs on a tiny random model: random token windows for the commands that
     sample a corpus, a small word tokenizer for `stats`, which streams the embedded corpus."""
-    from rope_interp import cli
+    from rope_interp.cli import loading
     from rope_interp.data import Corpus, embedded_texts
     from tests.helpers import random_tokens, small_word_tokenizer
 
@@ -53,6 +53,6 @@ def tiny(monkeypatch):
         model.tokenizer = small_word_tokenizer(embedded_texts(), model.cfg.d_vocab)
         return model
 
-    monkeypatch.setattr(cli, "load_model_and_corpus", load)
-    monkeypatch.setattr(cli, "load_model_from_args", load_model)
+    monkeypatch.setattr(loading, "load_model_and_corpus", load)
+    monkeypatch.setattr(loading, "load_model_from_args", load_model)
     return model

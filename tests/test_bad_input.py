@@ -21,6 +21,7 @@ import torch
 
 from rope_interp import cli, models
 from rope_interp.ablation import Intervention
+from rope_interp.cli import loading
 from rope_interp.errors import RopeInterpError
 from rope_interp.selection import select_band
 from rope_interp.spec import RotarySpec
@@ -174,7 +175,7 @@ def workdir(tmp_path, monkeypatch):
     def never(*args, **kwargs):
         raise AssertionError("the model was loaded although the arguments were wrong")
 
-    monkeypatch.setattr(cli, "load_model_and_corpus", never)
+    monkeypatch.setattr(loading, "load_model_and_corpus", never)
     monkeypatch.setattr(models, "load_model", never)
     monkeypatch.setattr(models, "load_gguf", never)
     return tmp_path

@@ -8,14 +8,9 @@ import torch
 
 from rope_interp.ablation import Intervention, attached_hooks, p_rope
 from rope_interp.errors import RopeInterpError
-from rope_interp.experiment import (
-    Condition,
-    attention_kl,
-    bootstrap_ci,
-    row_metrics,
-    run_experiment,
-    sequence_losses,
-)
+from rope_interp.experiment import Condition, run_experiment
+from rope_interp.measures import attention_kl, row_metrics, sequence_losses
+from rope_interp.results import bootstrap_ci
 from rope_interp.selection import select_band, select_pairs
 from rope_interp.spec import RotarySpec
 from tests.helpers import make_model, random_tokens
@@ -234,3 +229,26 @@ def test_phase_sweep_curves_start_at_the_origin():
     assert len(figure.data) == 6  # 2 bands × 3 metrics
     low_loss = next(t for t in figure.data if t.name == "low band" and t.xaxis == "x")
     assert list(low_loss.x) == [0.0, 1.0, 3.0] and list(low_loss.y) == [0.0, 1.0, 2.0]
+
+
+def test_notebook_view_is_a_compact_escaped_summary():
+    """`ExperimentResult._repr_html_`: model, conditions, windows × tokens, Δloss with CIs;
+    every name from the user is HTML-escaped."""
+    model = make_model("gqa")
+    model.cfg.model_name = "tiny <i>model</i>"
+    spec = RotarySpec.from_model(model)
+    conditions = [
+        Condition("<script>alert(1)</script>", Intervention(model, select_band(spec, "high", k=1))),
+        Condition("clean & control"),
+    ]
+    result = run_experiment(model, conditions, random_tokens(model, batch=4, pos=8),
+                            n_boot=50, progress=False)  # fmt: skip
+    page = result._repr_html_()
+    assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "<i>model</i>" not in page and "tiny &lt;i&gt;model&lt;/i&gt;" in page
+    assert "clean &amp; control" in page
+    assert "2 condition(s)" in page and "4 window(s) × 8 tokens (32 tokens)" in page
+    row = result.summary.iloc[0]
+    assert f"{row.delta_loss:+.4f}" in page
+    assert f"[{row.ci_low:+.4f}, {row.ci_high:+.4f}]" in page
+    assert page.count("<tr>") == 3  # header and one row per condition

@@ -22,8 +22,9 @@ from rope_interp.contrasts import (
     random_controls,
 )
 from rope_interp.errors import RopeInterpError
-from rope_interp.experiment import Condition, RunSettings, merge_results, run_experiment
+from rope_interp.experiment import Condition, RunSettings, run_experiment
 from rope_interp.fingerprint import callable_identity, model_fingerprint
+from rope_interp.results import merge_results
 from rope_interp.selection import select_band
 from rope_interp.spec import RotarySpec
 from tests.helpers import make_model, random_tokens

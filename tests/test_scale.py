@@ -240,8 +240,9 @@ def test_merge_of_shard_files_equals_the_unsharded_file(
     small_vocab_tokenizer, corpus_files, monkeypatch, tmp_path, capsys
 ):
     from rope_interp import cli
+    from rope_interp.cli import loading
 
-    monkeypatch.setattr(cli, "load_model_from_args", _tiny_loader(small_vocab_tokenizer))
+    monkeypatch.setattr(loading, "load_model_from_args", _tiny_loader(small_vocab_tokenizer))
     corpus = corpus_files / "docs.jsonl"
     whole, merged = tmp_path / "whole.safetensors", tmp_path / "merged.safetensors"
     assert cli.main(_stats_argv(corpus, whole)) == 0
@@ -260,11 +261,12 @@ def _distributed_rank(rank, world, port, argv, tokenizer):
     import os
 
     from rope_interp import cli
+    from rope_interp.cli import loading
 
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))  # fmt: skip
     torch.set_num_threads(1)
-    cli.load_model_from_args = _tiny_loader(tokenizer)
+    loading.load_model_from_args = _tiny_loader(tokenizer)
     assert cli.main(argv) == 0
 
 
@@ -275,8 +277,9 @@ def test_two_gloo_ranks_equal_one_process(small_vocab_tokenizer, corpus_files, m
     import torch.multiprocessing as mp
 
     from rope_interp import cli
+    from rope_interp.cli import loading
 
-    monkeypatch.setattr(cli, "load_model_from_args", _tiny_loader(small_vocab_tokenizer))
+    monkeypatch.setattr(loading, "load_model_from_args", _tiny_loader(small_vocab_tokenizer))
     corpus = corpus_files / "docs.txt"
     single = tmp_path / "single.safetensors"
     assert cli.main(_stats_argv(corpus, single)) == 0
@@ -287,3 +290,70 @@ def test_two_gloo_ranks_equal_one_process(small_vocab_tokenizer, corpus_files, m
     argv = _stats_argv(corpus, distributed)
     mp.spawn(_distributed_rank, args=(2, port, argv, small_vocab_tokenizer), nprocs=2)
     _assert_same_stats(distributed, single)
+
+
+# ---- ablate under torch.distributed: the ranks split the windows, rank 0 merges --------------
+def _random_windows(args):
+    from rope_interp.data import Corpus
+
+    model = make_model("gqa")
+    n_windows = max(1, args.tokens // args.seq_len)
+    tokens = random_tokens(model, batch=n_windows, pos=args.seq_len, seed=args.seed)
+    return model, Corpus("random tokens", tokens, prepend_bos=False)
+
+
+def _ablate_argv(out):
+    """4 windows of 12 tokens, 2 conditions (p-RoPE p=0.5 and its reverse)."""
+    return ["ablate", "--out", str(out), "--sweep", "p-rope", "--p", "0.5", "--tokens", "48",
+            "--seq-len", "12", "--batch-size", "2", "--bootstrap", "50", "--quiet"]  # fmt: skip
+
+
+def _ablate_rank(rank, world, port, argv):
+    import os
+
+    from rope_interp import cli
+    from rope_interp.cli import loading
+
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))  # fmt: skip
+    torch.set_num_threads(1)
+    loading.load_model_and_corpus = _random_windows
+    assert cli.main(argv) == 0
+
+
+def test_ablate_on_two_gloo_ranks_equals_one_process(monkeypatch, tmp_path):
+    import socket
+
+    import pandas as pd
+    import torch.multiprocessing as mp
+
+    from rope_interp import cli
+    from rope_interp.cli import loading
+    from rope_interp.results import merge_results
+
+    monkeypatch.setattr(loading, "load_model_and_corpus", _random_windows)
+    single, distributed = tmp_path / "single.csv", tmp_path / "distributed.csv"
+    assert cli.main(_ablate_argv(single)) == 0
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    mp.spawn(_ablate_rank, args=(2, port, _ablate_argv(distributed)), nprocs=2)
+
+    one, two = pd.read_csv(single), pd.read_csv(distributed)
+    assert list(one.condition) == list(two.condition) and len(one) == 2
+    assert (one.n_sequences == 4).all() and (two.n_sequences == 4).all()
+    for column in ("delta_loss", "ci_low", "ci_high", "loss", "loss_base"):
+        assert two[column].to_numpy() == pytest.approx(one[column].to_numpy(), abs=1e-12)
+    heads_one = pd.read_csv(tmp_path / "single_heads.csv")
+    heads_two = pd.read_csv(tmp_path / "distributed_heads.csv")
+    pd.testing.assert_frame_equal(heads_two, heads_one, check_exact=False, rtol=1e-12)
+    # each rank kept its own half of the windows; their merge has the one-process sequences
+    runs = tmp_path / "distributed.runs"
+    ranks = [runs / "rank-0-of-2", runs / "rank-1-of-2"]
+    halves = [merge_results([r]).sequences for r in ranks]
+    assert [len(h) for h in halves] == [4, 4]  # 2 windows × 2 conditions each
+    merged = merge_results(ranks).sequences
+    whole = merge_results([tmp_path / "single.runs"]).sequences
+    assert list(merged.sequence_id) == list(whole.sequence_id)
+    for column in ("loss", "loss_base", "delta_loss"):
+        assert merged[column].to_numpy() == pytest.approx(whole[column].to_numpy(), abs=1e-12)

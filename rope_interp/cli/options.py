@@ -1,0 +1,163 @@
+"""What every command shares on its command line: the parser class, the model and corpus
+options, and the checks of their values that need no model (each a one-line
+`RopeInterpError` naming the option, the value and what is accepted)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from rope_interp.errors import RopeInterpError
+from rope_interp.numbers import parse_numbers
+
+DTYPES = ("float32", "float64", "float16", "bfloat16")
+DEVICE_TYPES = ("cpu", "cuda", "mps")
+
+
+class UsageError(RopeInterpError):
+    """A command-line syntax error found by argparse (reported like every other mistake)."""
+
+
+class CommandParser(argparse.ArgumentParser):
+    """argparse with its errors raised (one line, exit code 2 in `main`), not printed with the
+    whole usage text."""
+
+    def error(self, message: str):
+        raise UsageError(f"{message} (see `{self.prog} --help`)")
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows "(default: X)" only where there is a default worth showing."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if default is None or default is False or default == argparse.SUPPRESS:
+            return text
+        if "default" in text:
+            return text
+        return super()._get_help_string(action)
+
+
+def add_model_options(parser: argparse.ArgumentParser, tokens: int = 4096) -> None:
+    """Options shared by every subcommand that runs a model on a corpus."""
+    parser.add_argument(
+        "--model",
+        default="smollm2-135m",
+        help="built-in 'smollm2-135m' (offline), a .gguf path, a local Hugging Face checkpoint "
+        "directory, or a TransformerLens model name",
+    )
+    parser.add_argument(
+        "--corpus",
+        default="pydoc",
+        help="'pydoc' (embedded English prose), 'hf:NAME[:COLUMN]', or text file paths/globs",
+    )
+    parser.add_argument("--tokens", type=int, default=tokens, help="tokens to analyse")
+    parser.add_argument("--seq-len", type=int, default=256, help="tokens per window")
+    parser.add_argument("--batch-size", type=int, default=8, help="windows per forward pass")
+    parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if present)")
+    parser.add_argument("--dtype", default="float32", help="model dtype: float32, bfloat16, ...")
+    parser.add_argument(
+        "--n-ctx", type=int, default=None, help="context length to build the model with"
+    )
+    parser.add_argument(
+        "--n-devices", type=int, default=1, help="devices to split the model's layers over"
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed for window sampling and bootstrap"
+    )
+
+
+def check_model_options(args: argparse.Namespace) -> None:
+    """The numeric options any command may have, `--device` and `--dtype`."""
+    for option, minimum, meaning in (
+        ("--tokens", 1, "tokens to analyse"),
+        ("--seq-len", 2, "tokens per window"),
+        ("--batch-size", 1, "windows per forward pass"),
+        ("--seed", 0, "a random seed"),
+        ("--bootstrap", 1, "bootstrap resamples"),
+        ("--random-controls", 0, "random-pair controls"),
+        ("--ablation-tokens", 1, "tokens for the ablations"),
+        ("--analysis-tokens", 1, "tokens for the score decompositions"),
+    ):
+        value = getattr(args, option.removeprefix("--").replace("-", "_"), None)
+        if isinstance(value, int) and value < minimum:  # (`stats --tokens` is a budget like 50k)
+            raise RopeInterpError(
+                f"{option} must be an integer ≥ {minimum} ({meaning}); got {value}."
+            )
+    fraction = getattr(args, "fraction", None)
+    if fraction is not None and not 0 < fraction <= 0.5:
+        raise RopeInterpError(f"--fraction must lie in (0, 0.5]; got {fraction}.")
+    check_device_and_dtype(args.device, args.dtype)
+
+
+def check_device_and_dtype(device: str | None, dtype: str) -> None:
+    """`--device` and `--dtype` values a model can be loaded with (here, before any work)."""
+    import torch
+
+    if str(dtype).removeprefix("torch.") not in DTYPES:
+        raise RopeInterpError(
+            f"--dtype {dtype!r} is not supported; use one of {', '.join(DTYPES)}."
+        )
+    if device is None:
+        return
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError):
+        parsed = None
+    if parsed is None or parsed.type not in DEVICE_TYPES:
+        raise RopeInterpError(
+            f"--device {device!r} is not a device rope-interp can use; use cpu, cuda, cuda:N "
+            "or mps."
+        )
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise RopeInterpError(
+            f"--device {device}: no CUDA GPU is available here; use --device cpu."
+        )
+    if parsed.type == "cuda" and (parsed.index or 0) >= torch.cuda.device_count():
+        raise RopeInterpError(
+            f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+            f"numbered from 0."
+        )
+    if parsed.type == "mps" and not torch.backends.mps.is_available():
+        raise RopeInterpError(f"--device {device}: MPS is not available here; use --device cpu.")
+
+
+def check_model_name(name: str) -> None:
+    """`--model`: what `load_model` accepts (checked without reading weights)."""
+    from rope_interp.models import check_model_name as check
+
+    try:
+        check(name)
+    except RopeInterpError as error:
+        raise RopeInterpError(f"--model: {error}") from None
+
+
+def check_corpus_source(source: str) -> None:
+    """`--corpus`: the embedded corpus, a HF dataset, or text files that exist."""
+    from rope_interp.data import EMBEDDED_CORPUS, resolve_text_files
+
+    if source == EMBEDDED_CORPUS or source.startswith("hf:"):
+        return
+    try:
+        resolve_text_files(source.split(","))
+    except RopeInterpError as error:
+        raise RopeInterpError(f"--corpus: {error}") from None
+
+
+def floats(value: str | None, option: str) -> list[float]:
+    """A comma-separated list of numbers (`pi/4` and the like allowed); [] when empty."""
+    return parse_numbers(value, option) if value else []
+
+
+def split_list(value: str | None) -> list[str] | None:
+    """A comma-separated list of names; None when empty."""
+    if not value:
+        return None
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+def progress_note(args: argparse.Namespace, message: str) -> None:
+    """A progress line on stderr, unless `--quiet`."""
+    if not getattr(args, "quiet", False):
+        print(message, file=sys.stderr, flush=True)

@@ -1,0 +1,171 @@
+"""The on-disk store of an experiment run: one JSON record per condition in
+`OUT/conditions/`, and the resume key that says whether a saved record can be reused.
+
+A record holds a condition's per-sequence losses (clean and ablated), its per-(layer, head)
+metric sums and how far it got (`batches_done`, `complete`). Its key hashes everything that
+determines those numbers (`parts`): every byte of the weights, the tokens, the hook code
+(qualified name and source), every setting and rope-interp's code. A record whose key does not
+match is recomputed, with a one-line note on stderr naming what changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import re
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from rope_interp.atomic import atomic_write, atomic_write_text
+from rope_interp.fingerprint import callable_identity, source_fingerprint, value_identity
+
+FORMAT_VERSION = 2
+
+_NEEDED = ("format", "name", "key", "parts", "complete", "losses", "losses_base", "sums")
+_NEEDED += ("base_sums", "rows", "n_tokens", "batches_done", "sequence_ids")
+
+_PART_NAMES = {
+    "model": "the model's weights",
+    "tokens": "the tokens",
+    "code": "rope-interp's code or version",
+    "condition": "the intervention or hook code",
+}
+
+
+# ---- what a key is made of ------------------------------------------------------------------
+def code_fingerprint(*modules: ModuleType) -> str:
+    """rope-interp's version and the source of the given modules (those that compute a
+    condition's numbers)."""
+    try:
+        version = importlib.metadata.version("rope-interp")
+    except importlib.metadata.PackageNotFoundError:
+        version = "unknown"
+    return f"{version}:{source_fingerprint(*modules)}"
+
+
+def condition_identity(condition) -> str | None:
+    """Hash of a `Condition`'s name, description, intervention state and hook code; None when
+    a hook has no readable source (then its results are never reused)."""
+    parts = [condition.name, json.dumps(condition.describe(), sort_keys=True, default=str)]
+    intervention = condition.intervention
+    if intervention is not None:
+        state = [
+            type(intervention).__qualname__,
+            intervention.mode,
+            intervention.side,
+            repr(intervention.phi),
+            repr(intervention.delta),
+            value_identity(intervention.selection.mask),
+            value_identity(getattr(intervention, "_means", None)),
+        ]
+        state += [callable_identity(fn, closure=False) for _, fn in intervention.hooks()]
+        if any(s is None for s in state):
+            return None
+        parts += state  # type: ignore[arg-type]
+    for name, fn in condition.hooks:
+        ident = callable_identity(fn)
+        if ident is None:
+            return None
+        parts += [str(name), ident]
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update("\x00".join(parts).encode())
+    return digest.hexdigest()
+
+
+def record_key(parts: dict[str, Any]) -> str | None:
+    """The resume key of a condition's record; None when it must never be reused."""
+    if parts.get("condition") is None:
+        return None
+    return hashlib.blake2b(
+        json.dumps(parts, sort_keys=True).encode() + bytes([FORMAT_VERSION]), digest_size=16
+    ).hexdigest()
+
+
+# ---- reading and writing records ------------------------------------------------------------
+def record_path(store: Path, name: str) -> Path:
+    """Where condition `name`'s record lives: a readable, unique file name."""
+    safe = re.sub(r"[^A-Za-z0-9._=-]+", "_", name).strip("_") or "condition"
+    return store / f"{safe[:80]}-{hashlib.sha256(name.encode()).hexdigest()[:8]}.json"
+
+
+def read_record(path: Path) -> dict | None:
+    """A record of this format, or None if the file is unreadable, incomplete or older."""
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    if not isinstance(record, dict) or any(k not in record for k in _NEEDED):
+        return None
+    if record["format"] != FORMAT_VERSION:
+        return None
+    return record
+
+
+def load_record(store: Path, name: str, parts: dict[str, Any]) -> dict | None:
+    """The saved record of a condition if its key matches; else None, with a one-line note
+    saying why (stale, unreadable, not reusable)."""
+    path = record_path(store, name)
+    if parts.get("condition") is None:
+        note(
+            f"condition {name!r}: a hook has no readable source (built-in, lambda made by exec, "
+            "callable object, or a closure over an object without a fingerprint); computed "
+            "afresh and never reused"
+        )
+        return None
+    if not path.is_file():
+        return None
+    record = read_record(path)
+    if record is None:
+        note(f"condition {name!r}: {path} is unreadable or of another format; recomputing")
+        return None
+    if record["key"] == record_key(parts) and record["name"] == name:
+        return record
+    saved = record.get("parts") or {}
+    reasons = [
+        f"{label} changed"
+        for part, label in _PART_NAMES.items()
+        if saved.get(part) != parts.get(part)
+    ]
+    old, new = saved.get("settings") or {}, parts["settings"]
+    reasons += [
+        f"{setting} {old.get(setting)!r} → {new[setting]!r}"
+        for setting in new
+        if old.get(setting) != new[setting]
+    ]
+    note(
+        f"condition {name!r}: the saved result does not match this run "
+        f"({'; '.join(reasons) or 'different key'}); recomputing"
+    )
+    return None
+
+
+def write_record(store: Path, record: dict) -> None:
+    """Save a record atomically (a reader sees the old file or the new one, never half)."""
+    atomic_write_text(record_path(store, record["name"]), json.dumps(record, default=json_default))
+
+
+def write_csv(path: Path, frame: pd.DataFrame) -> None:
+    """A table as CSV, written atomically."""
+    with atomic_write(path) as tmp:
+        frame.to_csv(tmp, index=False)
+
+
+def json_default(value):
+    """JSON for numpy scalars and tensors (as lists); anything else by its str()."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, torch.Tensor):
+        return value.tolist()
+    return str(value)
+
+
+def note(message: str) -> None:
+    """A one-line note on stderr."""
+    print(f"rope-interp: {message}", file=sys.stderr, flush=True)
