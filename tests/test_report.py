@@ -14,18 +14,29 @@ import pytest
 import torch
 
 import rope_interp.report
+from rope_interp.analysis.statistics import wilson_interval
 from rope_interp.conditions import PHASES, standard_conditions
 from rope_interp.data import Corpus
 from rope_interp.errors import RopeInterpError
 from rope_interp.report import (
     SECTION_BUILDERS,
     STANDARD_SECTIONS,
+    VERDICTS,
+    Claim,
     Report,
     Section,
     build_report,
     resolve_sections,
 )
 from rope_interp.report import section as register_section
+from rope_interp.report.sections.outliers import outlier_claims
+from rope_interp.report.verdicts import (
+    correlation_verdict,
+    count_verdict,
+    enrichment_verdict,
+    interval_verdict,
+    share_verdict,
+)
 from rope_interp.spec import RotarySpec
 from tests.helpers import make_model, random_tokens
 
@@ -260,3 +271,88 @@ def test_a_section_of_your_own_runs_after_the_standard_ones():
         assert report.sections[1].key_result.endswith("pairs")
     finally:
         SECTION_BUILDERS.pop("mine")
+
+
+def test_claims_table_collects_every_section_claim(tiny_report, tmp_path):
+    report, *_ = tiny_report
+    claims = report.claims
+    emitted = [(s.title, c.claim) for s in report.sections for c in s.claims]
+    assert list(zip(claims.section, claims.claim, strict=True)) == emitted
+    assert len(claims) >= 15  # every standard section but the geometry tests a claim
+    for column in ("claim", "number", "test", "uncertainty", "verdict"):
+        assert claims[column].str.strip().str.len().gt(0).all(), column
+    assert set(claims.verdict) <= set(VERDICTS)
+    assert {s.title for s in report.sections if s.claims} == {
+        title for name, (title, _) in SECTION_BUILDERS.items() if name != "geometry"
+    }
+    page = report.to_html()
+    top = page.split('<h3 id="claims">Claims</h3>')[1].split("<section")[0]
+    assert top.count("<tr>") == 1 + len(claims)  # the header and one row per claim
+    assert page.index("At a glance") < page.index('id="claims"') < page.index("<section")
+    for view_anchor in re.findall(r'<a href="#([^"]+)">', top):
+        assert f'<section id="{view_anchor}">' in page
+    saved = pd.read_csv(report.write(tmp_path / "r.html", tmp_path / "t").parent / "t/claims.csv")
+    assert list(saved.claim) == list(claims.claim)
+    assert "Claims" in report._repr_html_()
+
+
+def test_massive_section_adds_the_residual_stream_activations(tiny_report):
+    report, *_ = tiny_report
+    massive = next(s for s in report.sections if s.title == "Massive values")
+    tables = {table.caption: table.frame for table in massive.iter_tables()}
+    first_two = ["Per kind (top dimensions of every head)", "Top dimensions per head"]
+    assert list(tables)[:2] == first_two
+    layers = tables["Massive activations of the residual stream per layer (Sun et al.)"]
+    assert {"max_abs", "median_abs", "ratio", "n_massive", "first_position_share"} <= set(layers)
+    sun = next(c for c in massive.claims if c.claim.startswith("Sun et al."))
+    # Random tiny models have no entry above 100: the rule must say so.
+    assert (layers.n_massive == 0).all() and sun.verdict == "does not hold"
+
+
+def test_claim_text_is_escaped_and_verdicts_are_checked():
+    claim = Claim("<b>bold</b> claim", "1 < 2", "x & y", "none", "holds")
+    page = Report("t").add(Section("S", claims=[claim])).to_html()
+    assert "<b>bold</b>" not in page and "&lt;b&gt;bold&lt;/b&gt; claim" in page
+    assert "1 &lt; 2" in page and "x &amp; y" in page
+    assert "&lt;b&gt;bold" in Report("t").add(Section("S", claims=[claim]))._repr_html_()
+    with pytest.raises(RopeInterpError, match="Unknown verdict"):
+        Claim("c", "1", "t", "u", "probably")
+
+
+def test_verdict_rules_flip_on_constructed_inputs():
+    # 18 of 20 flagged pairs: Wilson 95 % [69.9, 97.2] %.
+    assert wilson_interval(18, 20) == pytest.approx((0.6990, 0.9721), abs=1e-4)
+    assert share_verdict(18, 20, base=0.6) == "holds"  # the lower end exceeds the base rate
+    assert share_verdict(18, 20, base=0.75) == "inconclusive"
+    assert share_verdict(2, 20, base=0.75) == "does not hold"
+    assert share_verdict(0, 0, base=0.5) == "not tested here"
+    assert interval_verdict(0.01, 0.2) == "holds" and interval_verdict(-0.01, 0.2) == "inconclusive"
+    assert interval_verdict(-0.2, -0.01) == "does not hold"
+    assert correlation_verdict(0.7, 0.001) == "holds" and correlation_verdict(0.7, 0.2) == (
+        "no evidence"
+    )
+    assert correlation_verdict(-0.7, 0.001) == "does not hold"
+    assert enrichment_verdict(0.94, 0.943, 0.73) == "no evidence"
+    assert enrichment_verdict(0.99, 0.90, 0.001) == "holds"
+    assert count_verdict(3, 3) == "holds" and count_verdict(1, 3) == "partly"
+    assert count_verdict(0, 3) == "does not hold"
+
+
+def test_outlier_claims_flip_with_the_base_rate():
+    # 10 flagged entries, all partial-cycle; the base rate over all entries decides.
+    def table(n_partial_unflagged: int, n_other: int) -> pd.DataFrame:
+        flagged = [True] * 10 + [False] * (n_partial_unflagged + n_other)
+        partial = [True] * (10 + n_partial_unflagged) + [False] * n_other
+        return pd.DataFrame(
+            {
+                "flagged": flagged,
+                "partial_cycle": partial,
+                "frequency_bound": partial,
+                "angle_bound": partial,
+            }
+        )
+
+    rare = outlier_claims(table(0, 90), context=64)[0]  # base rate 10 %
+    common = outlier_claims(table(85, 5), context=64)[0]  # base rate 95 %
+    assert rare.verdict == "holds" and "10 of 10" in rare.number
+    assert common.verdict == "inconclusive"  # Wilson [72.2, 100] % reaches below 95 %

@@ -97,4 +97,25 @@ def correlation_test(x, y, n_permutations: int = 10_000, seed: int = 0) -> dict[
     }
 
 
-__all__ = ["correlation_test", "pearson", "permutation_pvalue", "rankdata", "spearman"]
+def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """Wilson score interval (95 % for the default z) of the proportion `successes / n`;
+    (NaN, NaN) when n is 0."""
+    if n < 0 or not 0 <= successes <= n:
+        raise RopeInterpError(f"need 0 ≤ successes ≤ n, got {successes} of {n}.")
+    if n == 0:
+        return float("nan"), float("nan")
+    share = successes / n
+    denom = 1 + z * z / n
+    centre = (share + z * z / (2 * n)) / denom
+    half = z * np.sqrt(share * (1 - share) / n + z * z / (4 * n * n)) / denom
+    return float(max(0.0, centre - half)), float(min(1.0, centre + half))
+
+
+__all__ = [
+    "correlation_test",
+    "pearson",
+    "permutation_pvalue",
+    "rankdata",
+    "spearman",
+    "wilson_interval",
+]

@@ -18,9 +18,10 @@ analysis never costs the rest of the report.
 The package, from the bottom up:
 
 - `render`: the Jinja2 templates (`templates/*.html.j2`, the CSS and script) → HTML text;
-- `document`: `Report`, `Section`, `Table` (the report as data) and writing it to files;
+- `document`: `Report`, `Section`, `Table`, `Claim` (the report as data) and writing it to files;
 - `registry`: the section names, titles and order (`STANDARD_SECTIONS`, `SECTION_BUILDERS`);
 - `context`: `ReportContext`, what the builders of one report share;
+- `verdicts`: the rules that turn a section's numbers into its claims' verdicts;
 - `sections/`: the standard builders, one module per section family;
 - `build`: `build_report`, which runs them.
 
@@ -33,7 +34,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from rope_interp.report.document import MAX_TABLE_ROWS, Report, Section, Table, write_tables
+from rope_interp.report.document import (
+    MAX_TABLE_ROWS,
+    VERDICTS,
+    Claim,
+    Report,
+    Section,
+    Table,
+    write_tables,
+)
 from rope_interp.report.registry import (
     STANDARD_SECTIONS,
     SectionBuilder,
@@ -47,6 +56,8 @@ _BUILD = ("build_report", "ReportContext", "SECTION_BUILDERS", "meta_json")
 
 __all__ = [
     "MAX_TABLE_ROWS",
+    "VERDICTS",
+    "Claim",
     "Report",
     "ReportContext",
     "SECTION_BUILDERS",

@@ -1,10 +1,11 @@
-"""The report as data: a `Report` is a titled list of `Section`s (prose, figures, `Table`s) plus
-key/value metadata. Nothing here computes results; `render` turns a report into HTML."""
+"""The report as data: a `Report` is a titled list of `Section`s (prose, figures, `Table`s,
+`Claim`s) plus key/value metadata. Nothing here computes results; `render` turns a report into
+HTML."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,48 @@ from rope_interp.report.render import render_html, render_notebook, slug
 
 #: Tables longer than this show their first rows only (the full table goes to `tables_dir`).
 MAX_TABLE_ROWS = 300
+
+#: The verdicts a `Claim` may carry. "no evidence": the test found no effect (e.g. p ≥ 0.05),
+#: which is weaker than "does not hold" (an effect against the claim, or none where the claim
+#: needs one); "inconclusive": the interval contains both outcomes.
+VERDICTS = (
+    "holds",
+    "partly",
+    "does not hold",
+    "depends on the definition",
+    "no evidence",
+    "inconclusive",
+    "not tested here",
+)
+
+#: The columns of `Report.claims` (and of claims.csv).
+CLAIM_COLUMNS = ["section", "claim", "number", "test", "uncertainty", "verdict"]
+
+
+@dataclass
+class Claim:
+    """One claim of the literature as this report tests it (a row of the "Claims" table).
+
+    Args:
+        claim: the claim in one line, with its source (e.g. "B. Barbero et al.: ...").
+        number: the measured value(s), formatted.
+        test: what was computed and the rule that turns it into the verdict.
+        uncertainty: the interval or p-value behind the verdict ("none: one corpus" if none).
+        verdict: one of `VERDICTS`, computed by the rule in `test`.
+    """
+
+    claim: str
+    number: str
+    test: str
+    uncertainty: str
+    verdict: str
+
+    def __post_init__(self):
+        if self.verdict not in VERDICTS:
+            raise RopeInterpError(
+                f"Unknown verdict {self.verdict!r} for claim {self.claim!r}; choose from "
+                f"{', '.join(VERDICTS)}."
+            )
 
 
 @dataclass
@@ -40,6 +83,8 @@ class Section:
         tables: `Table`s or `(caption, DataFrame)` pairs.
         key_result: the section's headline numbers in one line, listed at the top of the
             report ("At a glance").
+        claims: the claims this section tests, each with its number, test, uncertainty and
+            verdict; the report collects them into one "Claims" table near the top.
         error: set when the section could not be computed; shown instead of results.
         seconds: how long the section took (filled by `build_report`).
     """
@@ -50,6 +95,7 @@ class Section:
     figures: list[Any] = field(default_factory=list)
     tables: list[Table | tuple[str, pd.DataFrame]] = field(default_factory=list)
     key_result: str = ""
+    claims: list[Claim] = field(default_factory=list)
     error: str | None = None
     details: str | None = None
     seconds: float | None = None
@@ -81,6 +127,17 @@ class Report:
     @property
     def n_figures(self) -> int:
         return sum(len(s.figures) for s in self.sections)
+
+    @property
+    def claims(self) -> pd.DataFrame:
+        """Every section's claims, in report order: section, claim, number, test,
+        uncertainty, verdict."""
+        rows = [
+            {"section": section.title, **asdict(claim)}
+            for section in self.sections
+            for claim in section.claims
+        ]
+        return pd.DataFrame(rows, columns=CLAIM_COLUMNS)
 
     def to_html(self) -> str:
         return render_html(self)
@@ -116,10 +173,16 @@ class Report:
 
 
 def write_tables(report: Report, directory: str | Path) -> list[Path]:
-    """Every table of `report` as `<section>-<caption>.csv` in `directory`."""
+    """Every table of `report` as `<section>-<caption>.csv` in `directory`, and the claims of
+    all sections as `claims.csv` (when there are any)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     written = []
+    claims = report.claims
+    if len(claims):
+        with atomic_write(directory / "claims.csv") as tmp:
+            claims.to_csv(tmp, index=False)
+        written.append(directory / "claims.csv")
     for section in report.sections:
         for table in section.iter_tables():
             name = f"{slug(section.title)}-{slug(table.caption)}.csv"

@@ -3,7 +3,8 @@
 `render_html(report)` is the whole self-contained page: the CSS and the table-sorting script
 inlined from `templates/report.css` and `templates/sort.js`, plotly.js inlined once (only if
 there are figures), each figure drawn by plotly into its own `<div>`. `render_notebook(report)`
-is the short summary a notebook shows. Python prepares what the templates show (figure HTML,
+is the short summary a notebook shows. Both list every section's claims in one "Claims" table,
+each row linking to (or naming) its section. Python prepares what the templates show (figure HTML,
 table cells, paragraphs); the templates lay it out and escape every piece of text.
 """
 
@@ -90,9 +91,15 @@ def render_html(report) -> str:
                 "tables": [_table_view(table) for table in section.iter_tables()],
             }
         )
+    claims = [
+        {"claim": claim, "anchor": view["anchor"], "title": view["section"].title}
+        for view in views
+        for claim in view["section"].claims
+    ]
     return _ENV.get_template("report.html.j2").render(
         report=report,
         sections=views,
+        claims=claims,
         version=version("rope-interp"),
         plotly_js=Markup(get_plotlyjs()) if report.n_figures else None,
     )

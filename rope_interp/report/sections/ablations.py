@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import pandas as pd
 
 from rope_interp.conditions import standard_conditions
-from rope_interp.contrasts import band_contrasts, control_distribution
+from rope_interp.contrasts import band_contrasts, control_distribution, paired_contrast
 from rope_interp.experiment import ExperimentResult, run_experiment
 from rope_interp.plots.ablation import (
     delta_loss_bars,
@@ -19,8 +19,14 @@ from rope_interp.plots.ablation import (
 )
 from rope_interp.plots.generic import plot_bars
 from rope_interp.report.context import ReportContext
-from rope_interp.report.document import Section
+from rope_interp.report.document import Claim, Section
 from rope_interp.report.registry import section
+from rope_interp.report.verdicts import count_verdict, interval_verdict, percent
+
+#: |Δloss| below which shifting every position counts as leaving the loss unchanged.
+SHIFT_TOLERANCE = 1e-4
+#: The p-RoPE fraction whose forward and reversed conditions the claim compares.
+PROPE_P = 0.75
 
 _SHARED_RUN = "Measured in the ablation run of the high vs low section (its time is counted there)."
 
@@ -137,7 +143,96 @@ def band_ablation_section(ctx: ReportContext) -> Section:
         figures=figures,
         tables=tables,
         key_result=_bands_key(table, paired, places),
+        claims=band_claims(table, paired, places),
     )
+
+
+def _paired_row(paired: pd.DataFrame, a: str, b_prefix: str):
+    """The row of `paired` whose contrast is `a − <b_prefix…>`, or None."""
+    for row in paired.itertuples():
+        left, _, right = row.contrast.partition(" − ")
+        if left == a and right.startswith(b_prefix):
+            return row
+    return None
+
+
+def _paired_text(row) -> str:
+    return f"paired {row.contrast}: {row.delta:+.3f} [{row.ci_low:+.3f}, {row.ci_high:+.3f}]"
+
+
+def _paired_uncertainty(row) -> str:
+    return (
+        f"paired percentile bootstrap 95 % CI over {row.n_sequences} sequences "
+        f"[{row.ci_low:+.3f}, {row.ci_high:+.3f}]"
+    )
+
+
+def band_claims(table: pd.DataFrame, paired: pd.DataFrame, places: pd.DataFrame) -> list[Claim]:
+    """Barbero et al. on the band ablations: high vs low, each band vs random pairs, and the
+    previous-token heads without the highest frequencies."""
+    if places.empty:
+        return []
+    name = dict(zip(places.band, places.condition, strict=True))
+    rows = table.set_index("condition")
+    claims = []
+    if "high" in name and "low" in name:
+        row = _paired_row(paired, name["high"], name["low"])
+        if row is not None:
+            claims.append(
+                Claim(
+                    claim="B. Barbero et al.: zeroing the highest frequencies costs more loss "
+                    "than zeroing the lowest",
+                    number=_paired_text(row),
+                    test="paired Δloss (nats/token) of the high band − the low band, per "
+                    "sequence; holds if its CI lies above 0, does not hold if below, else "
+                    "inconclusive",
+                    uncertainty=_paired_uncertainty(row),
+                    verdict=interval_verdict(row.ci_low, row.ci_high),
+                )
+            )
+    for place in places.itertuples():
+        row = _paired_row(paired, place.condition, "mean of")
+        if row is None:
+            continue
+        checks = [row.ci_low > 0, place.delta_loss > place.controls_max]
+        claims.append(
+            Claim(
+                claim=f"B. Barbero et al.: the {place.band}-frequency quarter matters more "
+                "than random pairs (zeroing it costs more loss)",
+                number=(
+                    f"{_paired_text(row)}; Δloss {place.delta_loss:+.3f} at the "
+                    f"{place.percentile:.0f}th percentile of {place.n_controls} random controls "
+                    f"({place.controls_min:+.3f} to {place.controls_max:+.3f})"
+                ),
+                test="two checks: the paired Δloss of the band − the mean of the random "
+                "controls has its CI above 0, and the band's Δloss lies above every random "
+                "control's; holds if both pass, partly if one does, does not hold if none",
+                uncertainty=f"{_paired_uncertainty(row)}; {place.n_controls} random draws",
+                verdict=count_verdict(sum(bool(c) for c in checks), len(checks)),
+            )
+        )
+    if "high" in name and "d_prev_top_heads" in rows:
+        high = float(rows.loc[name["high"], "d_prev_top_heads"])
+        randoms = rows.loc[[n for n in rows.index if n.startswith("zero random")]]
+        lowest = float(randoms.d_prev_top_heads.min()) if len(randoms) else float("nan")
+        checks = [high < 0, len(randoms) > 0 and high < lowest]
+        claims.append(
+            Claim(
+                claim="B. Barbero et al.: zeroing the highest frequencies breaks the "
+                "previous-token heads",
+                number=(
+                    f"previous-token attention of the top 5 % previous-token heads "
+                    f"{high:+.3f} (random controls: lowest {lowest:+.3f})"
+                ),
+                test="two checks: the change of previous-token attention in the clean "
+                "model's top 5 % previous-token heads is negative, and below every random "
+                "control's change; holds if both pass, partly if one does, does not hold if "
+                "none",
+                uncertainty=f"none: attention means (no interval); {len(randoms)} random draws",
+                verdict=count_verdict(sum(bool(c) for c in checks), len(checks)),
+            )
+        )
+    return claims
 
 
 def _bands_key(table: pd.DataFrame, paired: pd.DataFrame, places: pd.DataFrame) -> str:
@@ -190,7 +285,36 @@ def prope_section(ctx: ReportContext) -> Section:
             for row in table.itertuples()
             if row.condition.endswith("p=0.75")
         ),
+        claims=prope_claims(result, table, ctx.n_bootstrap, ctx.seed),
     )
+
+
+def prope_claims(result: ExperimentResult, table: pd.DataFrame, n_boot: int, seed: int):
+    """Barbero et al.: keeping the highest 75 % rotating (the lowest 25 % as NoPE) costs less
+    than keeping the lowest 75 % (the reversed sweep)."""
+    keep, drop = f"p-RoPE p={PROPE_P:g}", f"reversed p-RoPE p={PROPE_P:g}"
+    rows = table.set_index("condition")
+    if keep not in rows.index or drop not in rows.index:
+        return []
+    row = paired_contrast(result, drop, keep, n_boot, seed)
+    return [
+        Claim(
+            claim=f"B. Barbero et al.: p-RoPE (the lowest {percent(1 - PROPE_P, 0)} of "
+            f"frequencies as NoPE) costs less than dropping the highest "
+            f"{percent(1 - PROPE_P, 0)}",
+            number=(
+                f"Δloss {keep}: {_ci(rows.loc[keep])}; {drop}: {_ci(rows.loc[drop])}; paired "
+                f"{row['contrast']}: {row['delta']:+.3f}"
+            ),
+            test=f"paired Δloss of reversed − forward p-RoPE at p = {PROPE_P:g}, per "
+            "sequence; holds if its CI lies above 0, does not hold if below, else inconclusive",
+            uncertainty=(
+                f"paired percentile bootstrap 95 % CI over {row['n_sequences']} sequences "
+                f"[{row['ci_low']:+.3f}, {row['ci_high']:+.3f}]"
+            ),
+            verdict=interval_verdict(row["ci_low"], row["ci_high"]),
+        )
+    ]
 
 
 @section("ablation_phase")
@@ -236,7 +360,48 @@ def phase_section(ctx: ReportContext) -> Section:
             ),
         ],
         key_result=_phase_key(merged, sanity),
+        claims=phase_claims(part, sanity),
     )
+
+
+def phase_claims(part: pd.DataFrame, sanity: pd.DataFrame) -> list[Claim]:
+    """Ruscio & Silvestri: misalignment raises the loss; relative encoding: a shift of every
+    position leaves it unchanged."""
+    claims = []
+    if len(part):
+        above = part[part.ci_low > 0]
+        claims.append(
+            Claim(
+                claim="C. Ruscio & Silvestri: phase misalignment (φ ≠ 0 on q) raises the loss",
+                number=(
+                    f"Δloss CI above 0 in {len(above)} of {len(part)} conditions (bands × φ); "
+                    f"Δloss from {part.delta_loss.min():+.3f} to {part.delta_loss.max():+.3f}"
+                ),
+                test="rotate the high or the low quarter of q's pairs by each φ ≠ 0; holds if "
+                "every condition's Δloss CI lies above 0, partly if some do, does not hold if "
+                "none does",
+                uncertainty=(
+                    f"percentile bootstrap 95 % CI per condition; smallest lower end "
+                    f"{part.ci_low.min():+.3f}"
+                ),
+                verdict=count_verdict(len(above), len(part)),
+            )
+        )
+    if len(sanity):
+        row = sanity.iloc[0]
+        claims.append(
+            Claim(
+                claim="C. RoPE is relative: shifting every position leaves the loss unchanged",
+                number=f"Δloss {row.delta_loss:+.2e} for a shift of +{int(row['delta'])}",
+                test=f"shift every position on q and k; holds if |Δloss| < {SHIFT_TOLERANCE:g} "
+                "nats/token, does not hold otherwise",
+                uncertainty=(
+                    f"percentile bootstrap 95 % CI [{row.ci_low:+.2e}, {row.ci_high:+.2e}]"
+                ),
+                verdict="holds" if abs(row.delta_loss) < SHIFT_TOLERANCE else "does not hold",
+            )
+        )
+    return claims
 
 
 def _phase_mechanism(heads: pd.DataFrame, part: pd.DataFrame) -> tuple[pd.DataFrame, int]:

@@ -8,9 +8,10 @@ from rope_interp.analysis.outliers import bound_summary, offset_features
 from rope_interp.plots.analysis import plot_offset_features, plot_pair_maxima
 from rope_interp.plots.generic import plot_heatmap
 from rope_interp.report.context import ReportContext
-from rope_interp.report.document import Section
+from rope_interp.report.document import Claim, Section
 from rope_interp.report.registry import section
 from rope_interp.report.sections._tables import descending
+from rope_interp.report.verdicts import percent, share_verdict, wilson_text
 
 _COLUMNS = [
     "layer",
@@ -77,6 +78,7 @@ def outliers_section(ctx: ReportContext) -> Section:
             f"at context L = {ctx.context}."
         ),
         key_result=_outliers_key(table, summary),
+        claims=outlier_claims(table, ctx.context),
         figures=figures,
         tables=[
             ("Bounds: flagged pairs vs all pairs", both_rules),
@@ -99,3 +101,38 @@ def _outliers_key(table: pd.DataFrame, summary: pd.DataFrame) -> str:
         f"{rows.loc['all', 'partial_cycle']:.0%}), angle bound "
         f"{rows.loc['flagged', 'angle_bound']:.0%} (all {rows.loc['all', 'angle_bound']:.0%})"
     )
+
+
+_BOUNDS = (
+    ("partial_cycle", "q/k outliers sit in partial-cycle pairs (θ_i·L < 2π)"),
+    ("frequency_bound", "outlier pairs satisfy the frequency bound θ_i(L−1) < π"),
+    ("angle_bound", "outlier pairs keep the sign of their angle over the context"),
+)
+
+
+def outlier_claims(table: pd.DataFrame, context: int) -> list[Claim]:
+    """Jonasson's three conditions on the flagged pairs, each against its base rate over all
+    (layer, head, pair) entries."""
+    flagged = table[table.flagged]
+    n = len(flagged)
+    claims = []
+    for column, text in _BOUNDS:
+        k = int(flagged[column].sum())
+        base = float(table[column].mean())
+        claims.append(
+            Claim(
+                claim=f"A. Jonasson: {text} (L = {context})",
+                number=(
+                    f"{k} of {n} flagged pairs ({percent(k / n) if n else 'none flagged'}); "
+                    f"base rate over all {len(table)} entries {percent(base)}"
+                ),
+                test=(
+                    "share of flagged (layer, head, pair) entries (project rule) that meet the "
+                    "condition; holds if the Wilson 95 % interval's lower end exceeds the base "
+                    "rate, does not hold if its upper end is below it, else inconclusive"
+                ),
+                uncertainty=wilson_text(k, n),
+                verdict=share_verdict(k, n, base),
+            )
+        )
+    return claims
