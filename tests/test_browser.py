@@ -155,7 +155,10 @@ def test_report_renders_in_chromium(tmp_path):
     assert found["figures"] == report.n_figures
     assert found["rendered"] == report.n_figures, found
     assert found["main_svgs"] >= report.n_figures
-    assert found["tables"] == sum(len(list(s.iter_tables())) for s in report.sections)
+    n_claims_tables = 1 if len(report.claims) else 0  # the Claims table near the top
+    assert found["tables"] == n_claims_tables + sum(
+        len(list(s.iter_tables())) for s in report.sections
+    )
     assert found["sections"] == len(report.sections)
     assert found["sortable"] is True  # clicking a header sorts (ascending, then descending)
     assert found["screenshot"] and Path(found["screenshot"]).stat().st_size > 10_000
