@@ -48,7 +48,7 @@ class _LayerAccumulator:
         self.n_massive = 0
         self.n_tokens = 0
         self.n_first = 0
-        self.per_dim = torch.zeros(d_model, dtype=torch.long)
+        self.per_dim = torch.zeros(d_model, dtype=torch.long, device="cpu")
         self.top_k = top_k
         # [|h|, h, sequence, position, dim, token id (filled in after the batch)], largest first
         self.top: list[list] = []
