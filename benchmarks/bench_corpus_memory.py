@@ -7,8 +7,8 @@
 Writes a local text corpus of `--mb` MB first if the file does not exist (the embedded
 English prose, repeated with a numbered heading per copy), then, for each budget, runs one
 streaming statistics pass in a fresh process: the built-in SmolLM2 tokenizer (no model
-weights) and a tiny random rotary model (2 layers, d_model 32), so that what is measured is
-the corpus pipeline. Reports peak RSS (VmHWM) and the time per run.
+weights) and the smallest random rotary model (one attention-only layer, one head, d_model 8),
+so that what is measured is the corpus pipeline. Reports peak RSS (VmHWM) and the time per run.
 """
 
 from __future__ import annotations
@@ -50,7 +50,17 @@ def child(args) -> None:
     from rope_interp.testing import make_model
 
     tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir()))
-    model = make_model("half_full", d_vocab=len(tokenizer), n_ctx=args.seq_len)
+    # The smallest rotary model (one attention-only layer, one head of 8 dims): what is
+    # measured is the corpus pipeline and the accumulators, not the model.
+    model = make_model(
+        "half_full",
+        d_vocab=len(tokenizer),
+        n_ctx=args.seq_len,
+        n_layers=1,
+        d_model=8,
+        n_heads=1,
+        attn_only=True,
+    )
     stream = TokenStream(
         args.corpus, tokenizer, args.seq_len, max_tokens=parse_token_count(args.child)
     )

@@ -31,6 +31,7 @@ from rope_interp.report import (
 from rope_interp.report import section as register_section
 from rope_interp.report.sections.outliers import outlier_claims
 from rope_interp.report.verdicts import (
+    contrast_and_controls_verdict,
     correlation_verdict,
     count_verdict,
     enrichment_verdict,
@@ -336,6 +337,11 @@ def test_verdict_rules_flip_on_constructed_inputs():
     assert enrichment_verdict(0.99, 0.90, 0.001) == "holds"
     assert count_verdict(3, 3) == "holds" and count_verdict(1, 3) == "partly"
     assert count_verdict(0, 3) == "does not hold"
+    # band vs random controls: the sign from the paired CI, "holds" only beyond every control
+    assert contrast_and_controls_verdict(0.1, 0.3, beyond_controls=True) == "holds"
+    assert contrast_and_controls_verdict(0.1, 0.3, beyond_controls=False) == "partly"
+    assert contrast_and_controls_verdict(-0.01, 0.3, beyond_controls=True) == "inconclusive"
+    assert contrast_and_controls_verdict(-0.3, -0.1, beyond_controls=False) == "does not hold"
 
 
 def test_outlier_claims_flip_with_the_base_rate():

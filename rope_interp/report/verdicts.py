@@ -47,6 +47,17 @@ def interval_verdict(ci_low: float, ci_high: float) -> str:
     return "inconclusive"
 
 
+def contrast_and_controls_verdict(ci_low: float, ci_high: float, beyond_controls: bool) -> str:
+    """An effect that the claim says exceeds a random control: the paired contrast against the
+    controls' mean decides its sign ("does not hold" below 0, "inconclusive" when the interval
+    contains 0); above 0 it "holds" if the effect also lies beyond every single control and is
+    "partly" shown otherwise (larger than the average control, not than the controls' spread)."""
+    sign = interval_verdict(ci_low, ci_high)
+    if sign != "holds":
+        return sign
+    return "holds" if beyond_controls else "partly"
+
+
 def correlation_verdict(rho: float, p_value: float, alpha: float = 0.05) -> str:
     """A correlation that the claim says is positive: "holds" when ρ > 0 with permutation
     p < alpha, "does not hold" when ρ < 0 with p < alpha, otherwise "no evidence"."""

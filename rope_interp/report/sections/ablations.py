@@ -21,7 +21,12 @@ from rope_interp.plots.generic import plot_bars
 from rope_interp.report.context import ReportContext
 from rope_interp.report.document import Claim, Section
 from rope_interp.report.registry import section
-from rope_interp.report.verdicts import count_verdict, interval_verdict, percent
+from rope_interp.report.verdicts import (
+    contrast_and_controls_verdict,
+    count_verdict,
+    interval_verdict,
+    percent,
+)
 
 #: |Δloss| below which shifting every position counts as leaving the loss unchanged.
 SHIFT_TOLERANCE = 1e-4
@@ -194,7 +199,6 @@ def band_claims(table: pd.DataFrame, paired: pd.DataFrame, places: pd.DataFrame)
         row = _paired_row(paired, place.condition, "mean of")
         if row is None:
             continue
-        checks = [row.ci_low > 0, place.delta_loss > place.controls_max]
         claims.append(
             Claim(
                 claim=f"B. Barbero et al.: the {place.band}-frequency quarter matters more "
@@ -204,11 +208,14 @@ def band_claims(table: pd.DataFrame, paired: pd.DataFrame, places: pd.DataFrame)
                     f"{place.percentile:.0f}th percentile of {place.n_controls} random controls "
                     f"({place.controls_min:+.3f} to {place.controls_max:+.3f})"
                 ),
-                test="two checks: the paired Δloss of the band − the mean of the random "
-                "controls has its CI above 0, and the band's Δloss lies above every random "
-                "control's; holds if both pass, partly if one does, does not hold if none",
+                test="the paired Δloss of the band − the mean of the random controls, and "
+                "where the band falls among the controls; holds if the CI lies above 0 and "
+                "the band above every control, partly if only the CI is above 0, "
+                "inconclusive if the CI contains 0, does not hold if it lies below 0",
                 uncertainty=f"{_paired_uncertainty(row)}; {place.n_controls} random draws",
-                verdict=count_verdict(sum(bool(c) for c in checks), len(checks)),
+                verdict=contrast_and_controls_verdict(
+                    row.ci_low, row.ci_high, place.delta_loss > place.controls_max
+                ),
             )
         )
     if "high" in name and "d_prev_top_heads" in rows:
