@@ -11,7 +11,6 @@ refused row: the refusal rope-interp raises, quoted.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import warnings
@@ -24,7 +23,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from rope_interp.atomic import atomic_write_text  # noqa: E402
 from rope_interp.checkpoints import hooked_config  # noqa: E402
 from rope_interp.errors import RopeInterpError  # noqa: E402
-from rope_interp.family_check import build_checkpoint, families, measure  # noqa: E402
+from rope_interp.family_check import (  # noqa: E402
+    build_checkpoint,
+    edited_checkpoint,
+    families,
+    measure,
+)
 from rope_interp.spec import RotarySpec  # noqa: E402
 from rope_interp.testing import make_model  # noqa: E402
 
@@ -41,15 +45,7 @@ def _refusal(fn) -> str:
 
 
 def _edited(directory: Path, root: Path, **changes) -> Path:
-    target = root / f"{directory.name}-edited"
-    target.mkdir()
-    for item in directory.iterdir():
-        (target / item.name).symlink_to(item)
-    (target / "config.json").unlink()
-    config = json.loads((directory / "config.json").read_text())
-    config.update(changes)
-    (target / "config.json").write_text(json.dumps(config))
-    return target
+    return edited_checkpoint(directory, root / f"{directory.name}-edited", **changes)
 
 
 def main() -> None:

@@ -195,6 +195,21 @@ def build_checkpoint(family: Family, directory: Path, seed: int = 0) -> Path:
     return directory
 
 
+def edited_checkpoint(directory: Path, target: Path, **changes) -> Path:
+    """A copy of the checkpoint `directory` at `target` (files linked, not copied) whose
+    config.json has `changes` applied: a variant to test a refusal or an option."""
+    import json
+
+    target.mkdir()
+    for item in directory.iterdir():
+        (target / item.name).symlink_to(item)
+    (target / "config.json").unlink()
+    config = json.loads((directory / "config.json").read_text())
+    config.update(changes)
+    (target / "config.json").write_text(json.dumps(config))
+    return target
+
+
 def tiny_tokenizer(vocab_size: int) -> Any:
     """A byte-level BPE tokenizer of `vocab_size` tokens trained on a few lines of the embedded
     pydoc corpus, so that checkpoints carry a tokenizer like real ones do."""

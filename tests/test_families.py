@@ -6,14 +6,12 @@ the ones benchmarks/models_matrix.py writes into docs/models.md."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
 
 from rope_interp.checkpoints import hooked_config
 from rope_interp.errors import RopeInterpError
-from rope_interp.family_check import build_checkpoint, families, measure
+from rope_interp.family_check import build_checkpoint, edited_checkpoint, families, measure
 from rope_interp.models import load_model
 
 NAMES = [family.name for family in families()]
@@ -63,18 +61,6 @@ def test_n_ctx_overrides_the_context(checkpoints):
     assert model.cfg.n_ctx == 512
 
 
-def _edit_config(directory, tmp_path, **changes):
-    target = tmp_path / "edited"
-    target.mkdir()
-    for item in directory.iterdir():
-        (target / item.name).symlink_to(item)
-    (target / "config.json").unlink()
-    config = json.loads((directory / "config.json").read_text())
-    config.update(changes)
-    (target / "config.json").write_text(json.dumps(config))
-    return target
-
-
 @pytest.mark.parametrize(
     "family, changes, message",
     [
@@ -96,7 +82,7 @@ def _edit_config(directory, tmp_path, **changes):
 def test_what_transformer_lens_cannot_convert_is_refused_by_name(
     family, changes, message, checkpoints, tmp_path
 ):
-    directory = _edit_config(checkpoints[family], tmp_path, **changes)
+    directory = edited_checkpoint(checkpoints[family], tmp_path / "edited", **changes)
     with pytest.raises(RopeInterpError, match=message):
         hooked_config(directory)
 
