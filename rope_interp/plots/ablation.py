@@ -174,7 +174,9 @@ def random_control_strip(
             x=value,
             line={"color": colors[end], "width": 3},
             annotation={"text": label, "font": {"color": colors[end]}},
-            annotation_position="top" if end == "high" else "bottom",
+            # both labels above the plot (below it they overlap the axis ticks), on opposite
+            # sides of their lines so that they do not overlap each other
+            annotation_position="top left" if end == "high" else "top right",
         )
     figure.update_layout(
         title=title, xaxis_title="Δloss (nats/token)", height=320, showlegend=False
