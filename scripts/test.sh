@@ -1,8 +1,16 @@
 #!/usr/bin/env bash
-# Set up (if needed) and run the whole test suite: bash scripts/test.sh [pytest args]
+# Set up (if needed) and run the whole test suite on both TransformerLens hosts:
+#   bash scripts/test.sh [pytest args]
+# ruff, then the suite in .venv (TransformerLens 4.3, TransformerBridge: what the README installs),
+# then the same suite in .venv-tl3 (TransformerLens 3.9, HookedTransformer).
 set -euo pipefail
-source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
-ruff check rope_interp tests examples benchmarks
-python -m pytest "$@"
-# The TransformerBridge (TransformerLens 4) suite, in its own environment .venv-tl4.
-bash "$(dirname "${BASH_SOURCE[0]}")/test_tl4.sh"
+here="$(dirname "${BASH_SOURCE[0]}")"
+(
+    source "$here/setup.sh"
+    ruff check rope_interp tests examples benchmarks
+    python -m pytest "$@"
+)
+(
+    source "$here/setup_tl3.sh"
+    python -m pytest "$@"
+)
