@@ -72,6 +72,9 @@ class _Rotary:
     rope_type: str
     rope_params: dict
     base: float | None
+    # dtype of the module's own frequency buffer: `model.to(torch.bfloat16)` casts inv_freq,
+    # and the model then rotates by the rounded frequencies (the θ checks allow for that).
+    buffer_dtype: torch.dtype = torch.float32
 
 
 def bridge_geometry(bridge: Any, check_config: bool = True) -> dict[str, Any]:
@@ -102,15 +105,23 @@ def bridge_geometry(bridge: Any, check_config: bool = True) -> dict[str, Any]:
     theta = torch.atan2(sin_p[1].double(), cos_p[1].double())
     if rotary.inv_freq is not None:
         inv_freq = rotary.inv_freq.double()
-        _check_close(theta, inv_freq, arch, "its rotary module's inv_freq", cos_p.dtype)
+        _check_close(theta, inv_freq, arch, "its rotary module's inv_freq", rotary.buffer_dtype)
     if check_config and rotary.rope_type in _FORMULA_ROPE_TYPES and rotary.base is not None:
         expected = expected_thetas(
             _formula_cfg(rotary.rope_type, rotary.rope_params), rotary.rotary_dim, rotary.base
         )
         _check_close(
-            theta, expected, arch, f"the config's {rotary.rope_type!r} RoPE formula", cos_p.dtype
+            theta,
+            expected,
+            arch,
+            f"the config's {rotary.rope_type!r} RoPE formula",
+            rotary.buffer_dtype,
         )
     layout = _detect_layout(rotary, cos_p, sin_p, arch)
+    # transformers computes cos/sin in float32 and casts them to the activations' dtype, so
+    # the tables the model applies are these, rounded to its dtype (bf16: 2^-8).
+    dtype = _model_dtype(hf_model)
+    cos_p, sin_p = cos_p.to(dtype), sin_p.to(dtype)
     n_layers = dims["n_layers"]
     return dict(
         n_layers=n_layers,
@@ -126,6 +137,14 @@ def bridge_geometry(bridge: Any, check_config: bool = True) -> dict[str, Any]:
         sin=[sin_p] * n_layers,
         bases=(float(rotary.base or float("nan")),) * n_layers,
     )
+
+
+def _model_dtype(hf_model: Any) -> torch.dtype:
+    """The floating dtype of the wrapped model's parameters (float32 if it has none)."""
+    for parameter in hf_model.parameters():
+        if parameter.is_floating_point():
+            return parameter.dtype
+    return torch.float32
 
 
 def _text_config(hf_model: Any) -> Any:
@@ -223,6 +242,7 @@ def _hf_rotary(hf_model: Any, config: Any, dims: dict[str, int], arch: str) -> _
         rope_type=rope_type,
         rope_params=params,
         base=None if base is None else float(base),
+        buffer_dtype=torch.float32 if inv_freq is None else inv_freq.dtype,
     )
 
 
@@ -249,19 +269,27 @@ def _find_rotary_module(hf_model: Any, arch: str) -> Any:
 
 
 def _hf_apply(hf_model: Any, module: Any, order: str, arch: str) -> Callable | None:
-    """The modeling file's own `apply_rotary_pos_emb`, wrapped to rotate `[b, s, h, d]`."""
+    """The modeling file's own `apply_rotary_pos_emb`, wrapped to rotate `[b, s, h, d]`.
+
+    transformers may wrap the function (an `nn.Module` "Func" hub-kernel wrapper since 5.25, a
+    `functools.wraps` decorator), so its parameters are read from the first of the function,
+    its `forward` and its unwrapped original that names them; the wrapper itself is what gets
+    called. Where none names them, the calling convention follows the rotary module's output
+    order. Either way `_detect_layout` checks the result by calling it, so a wrong convention
+    is refused, never used.
+    """
     modeling = sys.modules.get(type(hf_model).__module__)
     fn = getattr(modeling, "apply_rotary_pos_emb", None)
     if fn is None:
         return None
-    params = list(inspect.signature(fn).parameters)
+    params = _parameter_names(fn)
     module_copy = copy.deepcopy(module).float().cpu()
 
     def tables(x: Tensor) -> tuple[Tensor, Tensor]:
         positions = torch.arange(x.shape[1], device=x.device)[None]
         return module_copy(x.new_zeros(1, x.shape[1], x.shape[-1]), positions)
 
-    if params[:4] == ["q", "k", "cos", "sin"]:
+    if params[:4] == ["q", "k", "cos", "sin"] or (params is _OPAQUE and order == "cos_sin"):
 
         def apply(x: Tensor) -> Tensor:  # Llama/Qwen2/GPT-NeoX...: q is [b, h, s, d]
             cos, sin = tables(x)
@@ -269,7 +297,7 @@ def _hf_apply(hf_model: Any, module: Any, order: str, arch: str) -> Callable | N
             return fn(q, q, cos, sin)[0].transpose(1, 2)
 
         return apply
-    if params[:3] == ["tensor", "sin", "cos"] and order == "sin_cos":
+    if (params[:3] == ["tensor", "sin", "cos"] or params is _OPAQUE) and order == "sin_cos":
 
         def apply(x: Tensor) -> Tensor:  # GPT-J: tensor is [b, s, h, d]
             sin, cos = tables(x)
@@ -277,6 +305,32 @@ def _hf_apply(hf_model: Any, module: Any, order: str, arch: str) -> Callable | N
 
         return apply
     return None
+
+
+# What `_parameter_names` returns when no layer of a wrapped function names its parameters.
+_OPAQUE: list[str] = []
+
+
+def _parameter_names(fn: Any) -> list[str]:
+    """Positional parameter names of `fn`, looking through wrappers: the callable itself, an
+    `nn.Module`'s `forward`, and `__wrapped__` chains (`functools.wraps`)."""
+    candidates = [fn, getattr(fn, "forward", None)]
+    candidates += [inspect.unwrap(c) for c in candidates if c is not None]
+    for candidate in candidates:
+        if candidate is None:
+            continue
+        try:
+            signature = inspect.signature(candidate)
+        except (TypeError, ValueError):
+            continue
+        names = [
+            p.name
+            for p in signature.parameters.values()
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+        ]
+        if names:
+            return names
+    return _OPAQUE
 
 
 def _native_rotary(model: Any) -> _Rotary | None:

@@ -86,7 +86,10 @@ def bridge_support(bridge: Any, spec: Any = None) -> BridgeSupport:
         dims = pair_dims(spec.rotary_dim, spec.layout)
         ours = rotate_by_tables(pre.float(), spec.cos[layer], spec.sin[layer], dims)
         err = (ours - rotated.float()).abs().max().item()
-        tol = 1e-4 * max(1.0, pre.float().abs().max().item())
+        # The host rotates in the model's dtype: in bf16 its cos/sin and products round to
+        # 2^-8; a wrong layout or table differs by O(|q|), far above either tolerance.
+        precision = max(1e-4, 16 * torch.finfo(rotated.dtype).eps)
+        tol = precision * max(1.0, pre.float().abs().max().item())
         if err > tol:
             normed = f"blocks.{layer}.attn.hook_{kind[4:]}_normed"
             if normed in names:

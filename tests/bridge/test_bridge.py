@@ -148,6 +148,64 @@ def test_layout_matches_hf_apply_rotary_pos_emb(arch):
     assert (rotate(x, wrong, 0) - theirs).abs().max() > 1e-2
 
 
+class _OpaqueFunc(torch.nn.Module):
+    """Like transformers 5.25's hub-kernel "Func": an nn.Module whose signature reads
+    `(*args, **kwargs)` and whose forward hides the wrapped function's parameters too."""
+
+    def __init__(self, fn, transform=None):
+        super().__init__()
+        self._fn, self._transform = fn, transform or (lambda out: out)
+
+    def forward(self, *args, **kwargs):
+        return self._transform(self._fn(*args, **kwargs))
+
+
+def _wrapped_forms(original):
+    import functools
+
+    @functools.wraps(original)
+    def decorated(*args, **kwargs):
+        return original(*args, **kwargs)
+
+    class Func(torch.nn.Module):  # a named forward, as transformers 5.25 writes it
+        def forward(self, q, k, cos, sin, unsqueeze_dim=1):
+            return original(q, k, cos, sin, unsqueeze_dim)
+
+    return {"functools.wraps": decorated, "module": Func(), "opaque": _OpaqueFunc(original)}
+
+
+@pytest.mark.parametrize("form", ["functools.wraps", "module", "opaque"])
+@pytest.mark.parametrize("name", ["llama", "gpt_neox", "gptj"])
+def test_wrapped_rotation_functions_are_called_and_checked(name, form, monkeypatch):
+    """However transformers packages apply_rotary_pos_emb, the layout is found by calling it,
+    and rotations still match the unwrapped HF function."""
+    bridge, reference = make_bridge(name)
+    modeling = sys.modules[type(reference).__module__]
+    original = modeling.apply_rotary_pos_emb
+    if name == "gptj" and form == "module":
+        pytest.skip("GPT-J's function takes (tensor, sin, cos): the q/k Func form is Llama's")
+    monkeypatch.setattr(modeling, "apply_rotary_pos_emb", _wrapped_forms(original)[form])
+    spec = RotarySpec.from_model(bridge)
+    assert spec.layout == EXPECTED_LAYOUT[name]
+    x = torch.randn(1, 7, 2, spec.d_head, generator=torch.Generator().manual_seed(4))
+    monkeypatch.setattr(modeling, "apply_rotary_pos_emb", original)
+    with torch.no_grad():
+        theirs = _hf_rotate(name, reference, x, spec.rotary_dim)
+    torch.testing.assert_close(rotate(x, spec, 0), theirs, rtol=1e-5, atol=1e-6)
+
+
+def test_a_wrapped_rotation_that_does_not_rotate_is_refused(monkeypatch):
+    """An opaque wrapper whose output no layout reproduces (here: q and k swapped with the
+    unrotated input) is refused with the measured errors, not guessed around."""
+    bridge, reference = make_bridge("llama")
+    modeling = sys.modules[type(reference).__module__]
+    original = modeling.apply_rotary_pos_emb
+    broken = _OpaqueFunc(lambda q, k, cos, sin: (original(q, k, cos, sin)[0] * 0.5, k))
+    monkeypatch.setattr(modeling, "apply_rotary_pos_emb", broken)
+    with pytest.raises(UnsupportedBridge, match="neither layout reproduces"):
+        RotarySpec.from_model(bridge)
+
+
 # ---- capture ------------------------------------------------------------------------------
 
 
