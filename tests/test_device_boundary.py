@@ -58,7 +58,7 @@ ALLOWED: list[tuple[str, str, str]] = [
     ("backends/bridge_support.py", "err = (ours - rotated.float()).abs().max().item()", _SYNC_OK),
     (
         "backends/bridge_support.py",
-        "tol = 1e-4 * max(1.0, pre.float().abs().max().item())",
+        "tol = precision * max(1.0, pre.float().abs().max().item())",
         _SYNC_OK,
     ),
     ("analysis/usage.py", '"layer": index[:, 0].numpy()', "index built on the CPU"),

@@ -3,12 +3,11 @@ import math
 
 import pytest
 import torch
-from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 from rope_interp.errors import RopeInterpError
 from rope_interp.pairs import rotate
 from rope_interp.spec import RotarySpec, first_partial_pair
-from tests.helpers import make_model
+from tests.helpers import HookedTransformer, HookedTransformerConfig, hooked_only, make_model
 
 
 def _single_layer(d_head: int, base: float, n_ctx: int = 64, **extra) -> HookedTransformer:
@@ -45,6 +44,7 @@ def test_thetas_follow_the_base_formula(tiny_model):
     assert (spec.thetas[:, :-1] > spec.thetas[:, 1:]).all(), "pair 0 must be the highest"
 
 
+@hooked_only
 def test_gemma_reference_rotation_of_ones():
     """Gemma library test values: head_dim 4, base 100, half-split, position 1."""
     spec = RotarySpec.from_model(_single_layer(4, 100))
@@ -56,6 +56,7 @@ def test_gemma_reference_rotation_of_ones():
     torch.testing.assert_close(rotated[0, 1, 0], expected, rtol=1e-6, atol=1e-7)
 
 
+@hooked_only
 @pytest.mark.parametrize(
     "rotary_dim, base, context, first_full, first_half",
     [
@@ -76,6 +77,7 @@ def test_partial_cycle_pairs_match_published_table(
     assert int(spec.partial_cycle_mask(context).sum()) == rotary_dim // 2 - first_full
 
 
+@hooked_only
 def test_llama2_critical_dimension_is_92():
     spec = RotarySpec.from_model(_single_layer(128, 1e4, n_ctx=16))
     assert spec.critical_dimension(4096) == 92
@@ -146,6 +148,7 @@ def test_config_that_disagrees_with_buffers_is_an_error():
     )
 
 
+@hooked_only
 def test_model_without_rotary_is_a_clear_error():
     cfg = HookedTransformerConfig(
         n_layers=1, d_model=8, n_heads=1, d_head=8, n_ctx=8, d_vocab=5, act_fn="relu"

@@ -1,6 +1,6 @@
-"""tests/bridge runs only under TransformerLens >= 4 with `TransformerBridge` (the .venv-tl4
-environment: bash scripts/test_tl4.sh). Under TransformerLens 3.x every test here is reported
-as skipped, and the modules are not even imported when `TransformerBridge` is missing."""
+"""tests/bridge runs only under TransformerLens >= 4 with `TransformerBridge` (the .venv
+environment of bash scripts/test.sh). Under TransformerLens 3.x (.venv-tl3) every test here is
+reported as skipped, and the modules are not even imported when `TransformerBridge` is missing."""
 
 from __future__ import annotations
 
@@ -29,8 +29,8 @@ def _skip_reason() -> tuple[str | None, bool]:
         return f"TransformerLens {tl_version} has no TransformerBridge", False
     if major < 4:
         return (
-            f"TransformerLens {tl_version} < 4: the TransformerBridge suite runs in .venv-tl4 "
-            "(bash scripts/test_tl4.sh)"
+            f"TransformerLens {tl_version} < 4: the TransformerBridge tests run in .venv "
+            "(TransformerLens 4, bash scripts/test.sh)"
         ), True
     return None, True
 
@@ -51,8 +51,7 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(marker)
 
 
-# tests/conftest.py (HookedTransformer fixtures) cannot load under TransformerLens 4, so
-# scripts/test_tl4.sh runs this folder with --confcutdir=tests/bridge; its two settings:
+# The same settings as tests/conftest.py, for a run of this folder with --confcutdir:
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 
