@@ -1,7 +1,7 @@
 """Measure what rope-interp can do on TransformerLens 4 `TransformerBridge`s, per architecture.
 
-    bash scripts/setup_tl4.sh
-    .venv-tl4/bin/python benchmarks/bridge_compat.py [--no-real] [--json out.json]
+    bash scripts/setup.sh
+    .venv/bin/python benchmarks/bridge_compat.py [--no-real] [--json out.json]
 
 Tiny random transformers models (tests/bridge/helpers.py) plus a TL-native bridge and, unless
 --no-real, the built-in SmolLM2-135M wrapped with `boot_transformers`. For each:
