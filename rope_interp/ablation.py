@@ -108,14 +108,22 @@ class Intervention:
         if mode == "shift" and not isinstance(delta, int | np.integer):
             raise RopeInterpError(f"delta must be an integer number of positions, got {delta!r}.")
         self.backend = backend_for(model)
-        if mode in ("nope", "phase", "shift") and not self.backend.rotated_hooks_fire():
+        self.selection = selection
+        # Where hook_rot_q/k never fire (GPT-NeoX, GPT-J, boot_native bridges), the rotations
+        # nope/phase/shift are applied before RoPE instead; that needs the rotated input hooked.
+        self._before_rope = mode in ("nope", "phase", "shift") and (
+            not self.backend.rotated_hooks_fire()
+        )
+        unhooked = [
+            layer for layer in self.layers if not self.backend.pre_rotation_is_hooked(layer)
+        ]
+        if self._before_rope and unhooked:
             raise RopeInterpError(
                 f"mode={mode!r} edits the rotated q/k, but this TransformerBridge "
-                f"({self.backend.architecture()}) never fires "
-                "hook_rot_q/hook_rot_k, so the intervention would do nothing. Use zero or "
-                "mean, or load the model as a HookedTransformer."
+                f"({self.backend.architecture()}) never fires hook_rot_q/hook_rot_k, and at "
+                f"layers {unhooked} no hook carries what RoPE rotates, so the intervention "
+                "cannot be applied before RoPE either. Use zero or mean."
             )
-        self.selection = selection
         self.mode: Mode = mode  # type: ignore[assignment]  (checked against MODES above)
         self.side: Side = side  # type: ignore[assignment]
         self.phi = float(phi)
@@ -218,6 +226,8 @@ class Intervention:
                     continue
                 if self.mode in ("zero", "mean") and self.backend.pre_rotation_is_hooked(layer):
                     out.append((hook_name(kind, layer), self._pre_hook(kind, layer, mask)))
+                elif self._before_rope:
+                    out.append((hook_name(kind, layer), self._before_rope_hook(layer, mask)))
                 else:
                     if self.mode in ("nope", "shift"):
                         out.append((hook_name(kind, layer), self._stash_hook(kind, layer)))
@@ -243,6 +253,33 @@ class Intervention:
             if self.mode == "zero":
                 return x.masked_fill(dims, 0.0)
             return torch.where(dims, self._means[(kind, layer)].to(x.device, x.dtype), x)
+
+        return hook
+
+    def _before_rope_hook(self, layer: int, mask: Tensor) -> Callable:
+        """nope/phase/shift as a rotation of each selected pair before RoPE, which RoPE's own
+        rotation by phasor(p) then completes (rotations of one pair commute): phase φ → e^{iφ};
+        NoPE → 1 / phasor(p); shift Δ → phasor(p + Δ) / phasor(p). The phasors are the model's
+        own cos/sin (attention scaling included), so NoPE leaves each pair exactly unrotated."""
+        dims_on = self._dims_once(mask)
+
+        def hook(x: Tensor, hook: HookPoint) -> Tensor:
+            dims = dims_on(x.device)
+            z, x_pass = to_pairs(x.double(), self.spec)
+            if self.mode == "phase":
+                one = torch.ones((), dtype=torch.float64, device=x.device)
+                rotor = torch.polar(one, one * self.phi)
+            else:
+                positions = torch.arange(x.shape[1], device=x.device)
+                here = self.spec.phasors(layer, positions, torch.complex128).to(x.device)
+                there = (
+                    self.spec.phasors(layer, positions + self.delta, torch.complex128).to(x.device)
+                    if self.mode == "shift"
+                    else torch.ones_like(here)
+                )
+                rotor = (there / here)[None, :, None, :]
+            new = from_pairs(z * rotor, x_pass, self.spec)
+            return torch.where(dims, new.to(x.dtype), x)
 
         return hook
 

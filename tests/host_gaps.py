@@ -14,10 +14,6 @@ _HOOKED_BUILD = (
     "overrides, the qk_norm/olmo2_norm/clip_qkv/soft_cap variants, W_Q edits, a fake GGUF "
     "conversion): HookedTransformer only"
 )
-_GPTJ_ROTATED = (
-    "edits the rotated q/k of a GPT-J bridge, whose hook_rot_q/hook_rot_k TransformerLens 4.3 "
-    "never fires (nope/phase/shift refused there; applying them before RoPE is not built yet)"
-)
 _GPTJ_SCORES = (
     "compares with hook_attn_scores, which on a GPT-J bridge carries the attention pattern, "
     "not the pre-softmax scores (TransformerLens 4.3)"
@@ -70,19 +66,10 @@ BRIDGE_GAPS: dict[str, str] = {
     "tests/test_ablation.py::test_nope_on_every_pair_equals_unrotated_attention": _RAW_HOOKS,
     "tests/test_ablation.py::test_zero_matches_float64_reference": _RAW_HOOKS,
     "tests/test_ablation.py::test_mean_mode_sets_pre_rotation_pairs_to_the_corpus_mean": _RAW_HOOKS,
-    "tests/test_capturing.py::test_hook_list_composes_with_user_hooks[interleaved": _GPTJ_ROTATED,
     # GPT-J bridges (the interleaved, partial-rotary fixture)
-    "tests/test_ablation.py::test_every_mode_is_undone_also_after_an_exception[interleaved": _GPTJ_ROTATED,
-    "tests/test_ablation.py::test_p_one_changes_nothing[interleaved": _GPTJ_ROTATED,
-    "tests/test_ablation.py::test_phase_on_q_equals_opposite_phase_on_k[interleaved": _GPTJ_ROTATED,
-    "tests/test_ablation.py::test_position_shift_leaves_scores_unchanged[interleaved": _GPTJ_ROTATED,
-    "tests/test_experiment.py::test_interrupted_experiment_leaves_model_untouched[interleaved": _GPTJ_ROTATED,
-    "tests/test_experiment.py::test_prefix_reuse_equals_full_forwards[interleaved": _GPTJ_ROTATED,
-    "tests/test_experiment.py::test_resume_skips_finished_conditions[interleaved": _GPTJ_ROTATED,
-    "tests/test_experiment.py::test_tables_and_clean_control[interleaved": _GPTJ_ROTATED,
-    "tests/test_parity.py::test_report_in_float64_matches_float32[interleaved": _GPTJ_ROTATED,
-    "tests/test_parity.py::test_statistics_decomposition_and_interventions_on_every_device[interleaved": _GPTJ_ROTATED,
-    "tests/test_parity.py::test_statistics_decomposition_and_interventions_in_other_dtypes[interleaved": _GPTJ_ROTATED,
+    "tests/test_capturing.py::test_hook_list_composes_with_user_hooks[interleaved": (
+        "adds a user hook at hook_rot_q, which a GPT-J bridge never fires (TransformerLens 4.3)"
+    ),
     "tests/test_parity.py::test_decomposition_is_exact_against_low_precision_hook_attn_scores[interleaved": _GPTJ_SCORES,
     "tests/test_pairs.py::test_pair_scores_sum_to_transformer_lens_scores[interleaved": _GPTJ_SCORES,
     "tests/test_examples.py::test_capture_example_on_every_layout[interleaved": _GPTJ_SCORES,

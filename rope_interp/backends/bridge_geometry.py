@@ -242,7 +242,9 @@ def _hf_rotary(hf_model: Any, config: Any, dims: dict[str, int], arch: str) -> _
         rope_type=rope_type,
         rope_params=params,
         base=None if base is None else float(base),
-        buffer_dtype=torch.float32 if inv_freq is None else inv_freq.dtype,
+        buffer_dtype=next(
+            (b.dtype for b in module.buffers() if b.is_floating_point()), torch.float32
+        ),
     )
 
 

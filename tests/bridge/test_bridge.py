@@ -24,8 +24,10 @@ from rope_interp.stats import collect_pair_stats
 from tests.bridge.helpers import (
     EXPECTED_LAYOUT,
     HF_BUILDERS,
+    boot,
     hf_reference,
     make_bridge,
+    make_hf,
     make_native_bridge,
     random_tokens,
 )
@@ -394,17 +396,69 @@ def test_qk_norm_between_hook_q_and_rope_is_refused_by_name():
         RotaryCapture(bridge)
 
 
-def test_rotated_q_interventions_refuse_bridges_whose_rot_hooks_never_fire():
-    from rope_interp.ablation import Intervention
-    from rope_interp.errors import RopeInterpError
-    from rope_interp.selection import select_band
-    from rope_interp.spec import RotarySpec
+def _sharp_bridge(name: str):
+    """(bridge, untouched HF copy) with q/k weights scaled up so that attention is sharp and
+    the rotation changes the logits (the tiny models' attention is nearly uniform)."""
+    import copy
 
-    bridge, _ = make_bridge("gpt_neox")
+    hf_model = make_hf(name)
+    with torch.no_grad():
+        for param_name, param in hf_model.named_parameters():
+            if param_name.endswith(("q_proj.weight", "k_proj.weight", "query_key_value.weight")):
+                param.mul_(30)
+    reference = copy.deepcopy(hf_model)
+    return boot(hf_model), reference
+
+
+@pytest.mark.parametrize("name", ["gpt_neox", "gptj", "llama"])
+def test_nope_on_every_pair_equals_the_hf_model_without_its_rotation(name, monkeypatch):
+    """NoPE on every pair of q and k against an independent model: the untouched HF copy with
+    its apply_rotary_pos_emb replaced by the identity. On GPT-NeoX and GPT-J, whose rotated
+    hooks never fire, rope-interp applies NoPE before RoPE; on Llama, at the rotated hooks."""
+    from rope_interp.ablation import Intervention
+    from rope_interp.selection import select_pairs
+
+    bridge, reference = _sharp_bridge(name)
     spec = RotarySpec.from_model(bridge)
-    selection = select_band(spec, "low", k=1)
-    with pytest.raises(RopeInterpError, match="never fires hook_rot_q"):
-        Intervention(bridge, selection, mode="nope", spec=spec)
-    Intervention(bridge, selection, mode="zero", spec=spec)  # acts on hook_q: allowed
-    llama, _ = make_bridge("llama")
-    Intervention(llama, select_band(RotarySpec.from_model(llama), "low", k=1), mode="phase")
+    tokens = random_tokens()
+    nope = Intervention(bridge, select_pairs(spec, range(spec.n_pairs)), mode="nope", spec=spec)
+    with torch.no_grad():
+        clean = bridge(tokens)
+        with nope:
+            ours = bridge(tokens)
+    # (the bridge calls the same function, so the patch comes after every bridge run)
+    modeling = sys.modules[type(reference).__module__]
+    identity = (lambda x, sin, cos: x) if name == "gptj" else (lambda q, k, cos, sin, *a: (q, k))
+    monkeypatch.setattr(modeling, "apply_rotary_pos_emb", identity)
+    with torch.no_grad():
+        theirs = reference(tokens).logits
+    torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
+    assert (clean - theirs).abs().max() > 1e-2  # the rotation mattered
+
+
+@pytest.mark.parametrize("name", ["gpt_neox", "gptj"])
+def test_phase_and_shift_before_rope_act_like_rotations(name):
+    """Where rotated hooks never fire: a shift of every position on q and k leaves the logits
+    unchanged (RoPE is relative), a phase on q equals the opposite phase on k, and both change
+    the logits when applied to one side."""
+    from rope_interp.ablation import Intervention, position_shift
+    from rope_interp.selection import select_band
+
+    bridge, _ = _sharp_bridge(name)
+    spec = RotarySpec.from_model(bridge)
+    tokens = random_tokens()
+    band = select_band(spec, "high", k=2)
+    with torch.no_grad():
+        clean = bridge(tokens)
+        with position_shift(bridge, 5, spec=spec):
+            shifted = bridge(tokens)
+        with position_shift(bridge, 5, side="q", spec=spec):
+            shifted_q = bridge(tokens)
+        with Intervention(bridge, band, "phase", "q", phi=0.7, spec=spec):
+            on_q = bridge(tokens)
+        with Intervention(bridge, band, "phase", "k", phi=-0.7, spec=spec):
+            on_k = bridge(tokens)
+    torch.testing.assert_close(shifted, clean, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(on_q, on_k, rtol=1e-5, atol=1e-5)
+    assert (shifted_q - clean).abs().max() > 1e-2
+    assert (on_q - clean).abs().max() > 1e-2
