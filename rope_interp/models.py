@@ -101,9 +101,10 @@ def load_model(
     if not isinstance(n_devices, int) or n_devices < 1:
         raise RopeInterpError(f"n_devices must be a positive integer, got {n_devices!r}.")
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if HookedTransformer is None:
-        return _load_bridge(name, device, dtype, n_ctx, n_devices)
+    bridge = HookedTransformer is None  # TransformerLens 4: the same names, as bridges
     if is_checkpoint_dir(name):
+        if bridge:
+            return hf_loading.load_checkpoint_bridge(name, device, dtype, n_ctx)
         return load_checkpoint(name, device=device, dtype=dtype, n_ctx=n_ctx, n_devices=n_devices)
     if name.lower() == BUILTIN_MODEL or name.lower().endswith(".gguf"):
         if n_ctx is not None or n_devices != 1:
@@ -114,32 +115,14 @@ def load_model(
         path = builtin_gguf_path() if name.lower() == BUILTIN_MODEL else Path(name).expanduser()
         return _without_start_token(load_gguf(path, device=device, dtype=dtype))
     check_model_name(name)
+    if bridge:
+        return hf_loading.load_official_bridge(name, device, dtype, n_ctx, n_devices)
     if n_ctx is not None:
         from_pretrained_kwargs["n_ctx"] = n_ctx
     with quiet():
         return HookedTransformer.from_pretrained(
             name, device=device, dtype=dtype, n_devices=n_devices, **from_pretrained_kwargs
         )
-
-
-def _load_bridge(
-    name: str, device: torch.device, dtype: torch.dtype, n_ctx: int | None, n_devices: int
-) -> Any:
-    """TransformerLens 4: the same names, as `TransformerBridge`s."""
-    if is_checkpoint_dir(name):
-        return hf_loading.load_checkpoint_bridge(name, device, dtype, n_ctx)
-    if name.lower() == BUILTIN_MODEL or name.lower().endswith(".gguf"):
-        if n_ctx is not None or n_devices != 1:
-            raise RopeInterpError(
-                "n_ctx and n_devices apply to checkpoint directories and official names; a GGUF "
-                "model is built with its own context on one device."
-            )
-        path = builtin_gguf_path() if name.lower() == BUILTIN_MODEL else Path(name).expanduser()
-        path = check_gguf_file(path)
-        bridge = hf_loading.load_gguf_bridge(path, _file_digest(path), cache_dir(), device, dtype)
-        return _without_start_token(bridge)
-    check_model_name(name)
-    return hf_loading.load_official_bridge(name, device, dtype, n_ctx, n_devices)
 
 
 def _without_start_token(model: Any) -> Any:
@@ -188,11 +171,14 @@ def check_model_name(name: str) -> None:
 
 def load_gguf(
     path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
-) -> HookedTransformer:
-    """Load a Llama-family GGUF file as a `HookedTransformer`, through the converted-weight
-    cache (first load dequantizes and converts; later loads read safetensors). A damaged cache
-    entry is detected (sizes and checksums) and rebuilt from `path`."""
+) -> Any:
+    """Load a Llama-family GGUF file through the converted-weight cache (first load dequantizes
+    and converts; later loads read safetensors): a `HookedTransformer` under TransformerLens
+    3.x, a `TransformerBridge` under 4.x. A damaged cache entry is detected (sizes and
+    checksums) and rebuilt from `path`."""
     path = check_gguf_file(path)
+    if HookedTransformer is None:
+        return hf_loading.load_gguf_bridge(path, _file_digest(path), cache_dir(), device, dtype)
     key = f"{path.stem}-{_file_digest(path)}-v{_CONVERSION_VERSION}"
     cfg_dict, state_dict, tokenizer = model_cache.load_cached(
         cache_dir(),

@@ -154,9 +154,8 @@ _GPTJ_BASE = dict(n_layer=2, vocab_size=50, n_positions=64, bos_token_id=1, eos_
 
 def _make_bridge(name: str, seed: int) -> Any:
     import transformers
-    from transformer_lens.model_bridge import TransformerBridge
 
-    from rope_interp.hf_loading import quiet
+    from rope_interp.hf_loading import boot, quiet
 
     family, fields = _BRIDGE_FIXTURES[name]
     base = _LLAMA_BASE if family == "Llama" else _GPTJ_BASE
@@ -170,15 +169,10 @@ def _make_bridge(name: str, seed: int) -> Any:
                 bias = getattr(getattr(module, proj, None), "bias", None)
                 if isinstance(bias, torch.nn.Parameter):
                     bias.normal_(0, 0.5)
-    with quiet():
-        bridge = TransformerBridge.boot_transformers(
-            type(hf_model).__name__, hf_model=hf_model, tokenizer=_word_tokenizer()
-        )
-    bridge.cfg.default_prepend_bos = False
-    return bridge.eval()
+    return boot(hf_model, word_tokenizer(), "cpu", torch.float32, default_prepend_bos=False)
 
 
-def _word_tokenizer() -> Any:
+def word_tokenizer() -> Any:
     """A 50-id word-level tokenizer (the tiny models' vocabulary), built offline. Loaded from a
     folder, since TransformerLens 4 re-loads a bridge's tokenizer by its `name_or_path`."""
     from transformers import AutoTokenizer
@@ -198,7 +192,11 @@ def word_tokenizer_dir() -> str:
     backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend, unk_token="<unk>", bos_token="<s>", eos_token="</s>"
+        tokenizer_object=backend,
+        unk_token="<unk>",
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="</s>",
     )
     directory = tempfile.mkdtemp(prefix="rope-interp-word-tokenizer-")
     tokenizer.save_pretrained(directory)

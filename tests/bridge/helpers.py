@@ -8,19 +8,18 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import functools
 import importlib.util
-import io
 import os
 import sys
-import tempfile
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
+from rope_interp import hf_loading
 from rope_interp.family_check import LLAMA3_SCALING, tiny_config
+from rope_interp.hf_loading import quiet
+from rope_interp.testing import word_tokenizer
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -137,37 +136,15 @@ EXPECTED_LAYOUT = {
 }
 
 
-@functools.cache
-def tiny_tokenizer_dir() -> str:
-    """A word-level tokenizer saved to disk (the bridge reloads tokenizers by path)."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2, **{f"t{i}": i for i in range(3, VOCAB)}}
-    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend,
-        unk_token="<unk>",
-        bos_token="<s>",
-        eos_token="</s>",
-        pad_token="</s>",
-    )
-    directory = tempfile.mkdtemp(prefix="rope-interp-tiny-tokenizer-")
-    tokenizer.save_pretrained(directory)
-    return directory
-
-
 def tiny_tokenizer():
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(tiny_tokenizer_dir())
+    """The tiny models' word-level tokenizer (rope_interp.testing)."""
+    return word_tokenizer()
 
 
 def make_hf(name: str, seed: int = 0):
     """A fresh tiny random transformers model (eval mode, float32)."""
     torch.manual_seed(seed)
-    with _quiet():
+    with quiet():
         model = {**HF_BUILDERS, **EXTRA_BUILDERS}[name]()
     model.eval()
     return model
@@ -175,14 +152,7 @@ def make_hf(name: str, seed: int = 0):
 
 def boot(hf_model, tokenizer=None):
     """Wrap a transformers model in a TransformerBridge, offline."""
-    from transformer_lens.model_bridge import TransformerBridge
-
-    with _quiet():
-        bridge = TransformerBridge.boot_transformers(
-            type(hf_model).__name__, hf_model=hf_model, tokenizer=tokenizer or tiny_tokenizer()
-        )
-    bridge.eval()
-    return bridge
+    return hf_loading.boot(hf_model, tokenizer or tiny_tokenizer(), "cpu", torch.float32)
 
 
 def make_bridge(name: str, seed: int = 0):
@@ -212,7 +182,7 @@ def make_native_bridge(seed: int = 0):
         rotary_base=300,
         seed=seed,
     )
-    with _quiet():
+    with quiet():
         bridge = TransformerBridge.boot_native(config)
     bridge.eval()
     return bridge
@@ -275,28 +245,5 @@ def smollm2_gguf() -> Path | None:
 
 def load_smollm2_hf():
     """(LlamaForCausalLM, tokenizer) dequantized from the GGUF by transformers (~15 s)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    path = smollm2_gguf()
-    # (the GGUF dequantization progress bar goes to stderr)
-    with _quiet(), contextlib.redirect_stderr(io.StringIO()):
-        tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
-        model = AutoModelForCausalLM.from_pretrained(
-            str(path.parent), gguf_file=path.name, dtype=torch.float32
-        )
-    model.eval()
-    return model, tokenizer
-
-
-@contextlib.contextmanager
-def _quiet():
-    import logging
-
-    level = logging.getLogger("transformers").level
-    logging.getLogger("transformers").setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        logging.getLogger("transformers").setLevel(level)
+    model, tokenizer = hf_loading.read_gguf_model(smollm2_gguf())
+    return model.eval(), tokenizer
