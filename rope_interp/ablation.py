@@ -46,6 +46,7 @@ from torch import Tensor
 from transformer_lens.hook_points import HookPoint
 
 from rope_interp.backends import backend_for
+from rope_interp.backends.base import ReadPoint
 from rope_interp.capturing import Hook, hook_name
 from rope_interp.errors import RopeInterpError
 from rope_interp.pairs import from_pairs, to_pairs
@@ -230,7 +231,8 @@ class Intervention:
                     out.append((hook_name(kind, layer), self._before_rope_hook(layer, mask)))
                 else:
                     if self.mode in ("nope", "shift"):
-                        out.append((hook_name(kind, layer), self._stash_hook(kind, layer)))
+                        point = self.backend.read_point(kind, layer)
+                        out.append((point.hook, self._stash_hook(kind, layer, point)))
                     out.append((hook_name("rot_" + kind, layer), self._rot_hook(kind, layer, mask)))
         return out
 
@@ -283,9 +285,9 @@ class Intervention:
 
         return hook
 
-    def _stash_hook(self, kind: str, layer: int) -> Callable:
+    def _stash_hook(self, kind: str, layer: int, point: ReadPoint) -> Callable:
         def hook(x: Tensor, hook: HookPoint) -> None:
-            self._stash[(kind, layer)] = self.backend.pre_rotation(kind, layer, x)
+            self._stash[(kind, layer)] = point.read(x)
 
         return hook
 

@@ -9,7 +9,9 @@ with the Hugging Face model itself:
 - `logits`: max |logit difference| (float32);
 - `theta`: max relative difference of the spec's θ_i from the HF rotary module's `inv_freq`
   (after scaling), per layer type;
-- `decomposition`: max |softcap(Σ pairs + pass-through) − hook_attn_scores| / max |scores|;
+- `decomposition`: max |softcap(Σ pairs + pass-through) − host scores| / max |scores|, where
+  the host scores are `hook_attn_scores` (on TransformerLens 4.3 bridges that fire the pattern
+  there, the hook that carries the scores; NaN where none does, see `host_scores`);
 - `hf_logits`: the same decomposition against the HF model's own attention (float64, eager):
   log-softmax is the logit up to a per-query constant, so both are centred per query row.
 """
@@ -259,6 +261,7 @@ def measure(path: Path, tokens: torch.Tensor) -> dict[str, float]:
     from transformer_lens.utilities.activation_functions import apply_softcap
     from transformers import AutoModelForCausalLM
 
+    from rope_interp.backends import backend_for
     from rope_interp.capturing import capture
     from rope_interp.models import load_model
     from rope_interp.pairs import score_contributions
@@ -273,18 +276,16 @@ def measure(path: Path, tokens: torch.Tensor) -> dict[str, float]:
 
     spec = RotarySpec.from_model(model)
     freqs = hf_inv_freqs(hf)
-    types = getattr(model.cfg, "attn_types", None) or ["global"] * spec.n_layers
+    layer_types = getattr(hf.config.get_text_config(), "layer_types", None)
     theta_err = 0.0
     for layer in range(spec.n_layers):
-        key = "all"
-        if "all" not in freqs:
-            key = "sliding_attention" if types[layer] == "local" else "full_attention"
+        key = "all" if "all" in freqs else layer_types[layer]
         ref = freqs[key]
         theta_err = max(theta_err, ((spec.thetas[layer] - ref).abs() / ref).max().item())
     out["theta"] = theta_err
 
     got = capture(model, tokens, kinds=("q", "k"))
-    cap = getattr(model.cfg, "attn_scores_soft_cap", -1.0)
+    cap = backend_for(model).soft_cap() or -1.0
     hf64 = hf.double()
     with torch.no_grad():
         attn = hf64(tokens, output_attentions=True).attentions
@@ -296,9 +297,14 @@ def measure(path: Path, tokens: torch.Tensor) -> dict[str, float]:
             got.q(layer), got.k(layer), spec, layer, dtype=torch.float64
         )
         logit = apply_softcap(parts.sum(-1) + passed, cap)
-        host = cache[f"blocks.{layer}.attn.hook_attn_scores"].double()
-        rel = (logit - host)[..., causal].abs().max() / host[..., causal].abs().max()
-        dec = max(dec, rel.item())
+        host = host_scores(cache, layer, causal)
+        if host is None:
+            dec = float("nan")
+        else:
+            # (a sliding window masks some causal entries with the dtype's lowest value)
+            shown = causal & (host > torch.finfo(torch.float32).min / 2)
+            rel = (logit - host)[shown].abs().max() / host[shown].abs().max()
+            dec = max(dec, rel.item())
         probs = attn[layer]
         valid = probs > 0  # inside the causal (and sliding-window) mask
         log_p = torch.where(valid, probs.log(), torch.zeros_like(probs))
@@ -312,6 +318,24 @@ def measure(path: Path, tokens: torch.Tensor) -> dict[str, float]:
     out["n_heads"] = spec.n_heads
     out["n_kv_heads"] = spec.n_kv_heads
     return out
+
+
+def host_scores(cache: Any, layer: int, causal: torch.Tensor) -> torch.Tensor | None:
+    """The host's own pre-softmax scores of `layer`, float64: `hook_attn_scores`, except where
+    TransformerLens 4.3 bridges fire the softmaxed pattern there (GPT-J, GPT-NeoX) or swap it
+    with `hook_pattern` (Gemma 2). None when no hook carries the scores."""
+    for name in ("attn_scores", "pattern"):
+        tensor = cache[f"blocks.{layer}.attn.hook_{name}"].double()
+        if not _is_pattern(tensor, causal):
+            return tensor
+    return None
+
+
+def _is_pattern(tensor: torch.Tensor, causal: torch.Tensor) -> bool:
+    """Whether `tensor` [batch, head, query, key] is a softmaxed attention pattern: rows of
+    non-negative weights summing to 1."""
+    rows = torch.where(causal, tensor, torch.zeros_like(tensor)).sum(-1)
+    return bool((tensor >= 0).all() and torch.allclose(rows, torch.ones_like(rows), atol=1e-4))
 
 
 def _centred(x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:

@@ -18,9 +18,6 @@ _GPTJ_SCORES = (
     "compares with hook_attn_scores, which on a GPT-J bridge carries the attention pattern, "
     "not the pre-softmax scores (TransformerLens 4.3)"
 )
-_QK_NORM = (
-    "QK-norm and per-layer-type RoPE families (Qwen3, OLMo-2, Gemma 2/3) are refused on bridges"
-)
 _RAW_HOOKS = (
     "reads HookedTransformer hook names and shapes directly (hook_q as [batch, pos, head, d])"
 )
@@ -74,11 +71,6 @@ BRIDGE_GAPS: dict[str, str] = {
     "tests/test_pairs.py::test_pair_scores_sum_to_transformer_lens_scores[interleaved": _GPTJ_SCORES,
     "tests/test_examples.py::test_capture_example_on_every_layout[interleaved": _GPTJ_SCORES,
     # checkpoint families through load_model
-    "tests/test_families.py::test_family_is_exact_against_its_hugging_face_model[Qwen3": _QK_NORM,
-    "tests/test_families.py::test_family_is_exact_against_its_hugging_face_model[OLMo-2": _QK_NORM,
-    "tests/test_families.py::test_family_is_exact_against_its_hugging_face_model[Gemma": _QK_NORM,
-    "tests/test_families.py::test_family_is_exact_against_its_hugging_face_model[GPT-J": _GPTJ_SCORES,
-    "tests/test_families.py::test_the_summary_command_runs_on_a_checkpoint_directory": _QK_NORM,
     "tests/test_families.py::test_what_transformer_lens_cannot_convert_is_refused_by_name": (
         "names what TransformerLens 3.x cannot convert; a bridge runs the HF model itself"
     ),

@@ -62,10 +62,6 @@ class Backend:
         act on it); False when a QK-norm or clip sits between them and the rotation."""
         raise NotImplementedError
 
-    def pre_rotation(self, kind: str, layer: int, tensor: Tensor) -> Tensor:
-        """Map what `hook_q`/`hook_k` ("q"/"k") carry to what enters the rotation."""
-        raise NotImplementedError
-
     def rotated_hooks_fire(self, layers=None) -> bool:
         """Whether edits at `hook_rot_q`/`hook_rot_k` reach the model."""
         raise NotImplementedError

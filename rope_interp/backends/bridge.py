@@ -25,9 +25,14 @@ from typing import Any
 from torch import Tensor
 
 from rope_interp.backends._geometry import pair_dims, rotate_by_tables
-from rope_interp.backends.base import Backend, ReadPoint, hook_name
+from rope_interp.backends.base import Backend, ReadPoint, Transform, hook_name
 from rope_interp.backends.bridge_geometry import architecture, bridge_geometry
-from rope_interp.backends.bridge_support import BridgeSupport, bridge_support
+from rope_interp.backends.bridge_support import (
+    BridgeSupport,
+    bridge_support,
+    probe_hook_name,
+    to_tl_layout,
+)
 from rope_interp.errors import UnsupportedBridge
 
 __all__ = ["BridgeBackend"]
@@ -68,22 +73,36 @@ class BridgeBackend(Backend):
                 "not fire on this architecture in this TransformerLens version, so rope-interp "
                 "cannot capture q/k here."
             )
-        if kind == source or support.fires(kind, [layer]):
+        if kind != source and support.fires(kind, [layer]):
             return ReadPoint(hook_name(kind, layer))
+        hook, to_tl = self._pre_rotation_point(source, layer)
+        if kind == source:
+            return ReadPoint(hook, to_tl)
         geometry = self.geometry(check_config=False)
         dims = pair_dims(geometry["rotary_dim"], geometry["layout"])
         cos, sin = geometry["cos"][layer], geometry["sin"][layer]
 
         def rotate(tensor: Tensor) -> Tensor:
-            return rotate_by_tables(tensor, cos, sin, dims)
+            pre = tensor if to_tl is None else to_tl(tensor)
+            return rotate_by_tables(pre, cos, sin, dims)
 
-        return ReadPoint(hook_name(source, layer), rotate)
+        return ReadPoint(hook, rotate)
+
+    def _pre_rotation_point(self, kind: str, layer: int) -> tuple[str, Transform | None]:
+        """(hook carrying what RoPE rotates, map from its tensor to [batch, pos, head, d])."""
+        support = self.support()
+        if not support.normed:
+            return hook_name(kind, layer), None
+        layout, d_head = support.normed_layout, self.geometry(check_config=False)["d_head"]
+
+        def to_tl(tensor: Tensor) -> Tensor:
+            return to_tl_layout(tensor, layout, d_head)
+
+        return probe_hook_name(kind + "_normed", layer), None if layout == "tl" else to_tl
 
     def pre_rotation_is_hooked(self, layer: int) -> bool:
-        return True  # a QK-norm bridge is refused by bridge_support
-
-    def pre_rotation(self, kind: str, layer: int, tensor: Tensor) -> Tensor:
-        return tensor
+        """False on QK-norm bridges: `hook_q` carries q before the norm."""
+        return not self.support().normed
 
     def rotated_hooks_fire(self, layers=None) -> bool:
         return self.support().rotated_hooks

@@ -93,15 +93,44 @@ def bridge_geometry(bridge: Any, check_config: bool = True) -> dict[str, Any]:
     native = _native_rotary(hf_model)
     if native is not None:
         dims = _native_dims(bridge)
-        rotary = native
+        rotaries = [native] * dims["n_layers"]
         attn_scale = dims.pop("attn_scale")
     else:
         config = _text_config(hf_model)
         dims = _hf_dims(config, arch)
-        rotary = _hf_rotary(hf_model, config, dims, arch)
+        rotaries = _hf_rotaries(hf_model, config, dims, arch)
         attn_scale = _hf_attn_scale(hf_model, dims["d_head"])
-    n_pairs = rotary.rotary_dim // 2
-    cos_p, sin_p = _pair_tables(rotary.cos, rotary.sin, n_pairs, arch)
+    # One table per distinct rotary module setting (Gemma 3: sliding and full attention).
+    tables = {id(r): _checked_tables(r, arch, check_config) for r in rotaries}
+    layouts = {layout for _, _, _, layout in tables.values()}
+    if len(layouts) > 1:
+        raise UnsupportedBridge(f"{arch}: its layer types pair dims differently ({layouts}).")
+    # transformers computes cos/sin in float32 and casts them to the activations' dtype, so
+    # the tables the model applies are these, rounded to its dtype (bf16: 2^-8).
+    dtype = _model_dtype(hf_model)
+    per_layer = [tables[id(r)] for r in rotaries]
+    return dict(
+        n_layers=dims["n_layers"],
+        n_heads=dims["n_heads"],
+        n_kv_heads=dims["n_kv_heads"],
+        d_head=dims["d_head"],
+        rotary_dim=rotaries[0].rotary_dim,
+        layout=layouts.pop(),
+        attn_scale=float(attn_scale),
+        n_ctx=dims["n_ctx"],
+        thetas=torch.stack([theta for _, _, theta, _ in per_layer]),
+        cos=[cos.to(dtype) for cos, _, _, _ in per_layer],
+        sin=[sin.to(dtype) for _, sin, _, _ in per_layer],
+        bases=tuple(float(r.base or float("nan")) for r in rotaries),
+    )
+
+
+def _checked_tables(
+    rotary: _Rotary, arch: str, check_config: bool
+) -> tuple[Tensor, Tensor, Tensor, Layout]:
+    """(cos, sin [n_positions, n_pairs], θ [n_pairs] float64, layout) of one rotary module,
+    θ checked against its inv_freq and (with `check_config`) the config's formula."""
+    cos_p, sin_p = _pair_tables(rotary.cos, rotary.sin, rotary.rotary_dim // 2, arch)
     theta = torch.atan2(sin_p[1].double(), cos_p[1].double())
     if rotary.inv_freq is not None:
         inv_freq = rotary.inv_freq.double()
@@ -117,26 +146,23 @@ def bridge_geometry(bridge: Any, check_config: bool = True) -> dict[str, Any]:
             f"the config's {rotary.rope_type!r} RoPE formula",
             rotary.buffer_dtype,
         )
-    layout = _detect_layout(rotary, cos_p, sin_p, arch)
-    # transformers computes cos/sin in float32 and casts them to the activations' dtype, so
-    # the tables the model applies are these, rounded to its dtype (bf16: 2^-8).
-    dtype = _model_dtype(hf_model)
-    cos_p, sin_p = cos_p.to(dtype), sin_p.to(dtype)
-    n_layers = dims["n_layers"]
-    return dict(
-        n_layers=n_layers,
-        n_heads=dims["n_heads"],
-        n_kv_heads=dims["n_kv_heads"],
-        d_head=dims["d_head"],
-        rotary_dim=rotary.rotary_dim,
-        layout=layout,
-        attn_scale=float(attn_scale),
-        n_ctx=dims["n_ctx"],
-        thetas=theta[None].expand(n_layers, -1).clone(),
-        cos=[cos_p] * n_layers,
-        sin=[sin_p] * n_layers,
-        bases=(float(rotary.base or float("nan")),) * n_layers,
-    )
+    return cos_p, sin_p, theta, _detect_layout(rotary, cos_p, sin_p, arch)
+
+
+def _hf_rotaries(hf_model: Any, config: Any, dims: dict[str, int], arch: str) -> list[_Rotary]:
+    """The rotary setting of each layer: one for all, or one per layer type where the config
+    has per-layer-type `rope_parameters` (Gemma 3's sliding/full attention)."""
+    params = getattr(config, "rope_parameters", None) or {}
+    layer_types = getattr(config, "layer_types", None)
+    if not (params and all(isinstance(v, dict) for v in params.values())):
+        return [_hf_rotary(hf_model, config, dims, arch)] * dims["n_layers"]
+    if not layer_types or any(t not in params for t in layer_types):
+        raise UnsupportedBridge(
+            f"{arch}: per-layer-type RoPE parameters {sorted(params)} but layer_types "
+            f"{layer_types} do not name one for every layer."
+        )
+    by_type = {t: _hf_rotary(hf_model, config, dims, arch, t) for t in dict.fromkeys(layer_types)}
+    return [by_type[t] for t in layer_types]
 
 
 def _model_dtype(hf_model: Any) -> torch.dtype:
@@ -169,22 +195,23 @@ def _hf_dims(config: Any, arch: str) -> dict[str, int]:
     )
 
 
-def _rope_params(config: Any) -> dict:
+def _rope_params(config: Any, layer_type: str | None = None) -> dict:
     params = getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None)
     params = dict(params or {})
-    if params and all(isinstance(v, dict) for v in params.values()):
-        raise UnsupportedBridge(
-            f"{type(config).__name__}: per-layer-type RoPE parameters ({sorted(params)}, as in "
-            "Gemma 2/3 sliding/full attention) are not supported on bridges yet."
-        )
-    return params
+    return dict(params[layer_type]) if layer_type is not None else params
 
 
-def _hf_rotary(hf_model: Any, config: Any, dims: dict[str, int], arch: str) -> _Rotary:
+def _hf_rotary(
+    hf_model: Any, config: Any, dims: dict[str, int], arch: str, layer_type: str | None = None
+) -> _Rotary:
     module = _find_rotary_module(hf_model, arch)
-    params = _rope_params(config)
+    params = _rope_params(config, layer_type)
+    # Per-layer-type modules (Gemma 3) take the layer type and keep one buffer per type.
+    by_type = {} if layer_type is None else {"layer_type": layer_type}
+    prefix = "" if layer_type is None else f"{layer_type}_"
+    module_type = getattr(module, "rope_type", None)  # a dict per type on Gemma 3
     rope_type = str(
-        getattr(module, "rope_type", None)
+        (module_type if isinstance(module_type, str) else None)
         or params.get("rope_type")
         or params.get("type")
         or "default"
@@ -210,7 +237,7 @@ def _hf_rotary(hf_model: Any, config: Any, dims: dict[str, int], arch: str) -> _
     positions = torch.arange(n_ctx)[None]
     probe = torch.zeros(1, n_ctx, dims["d_head"], dtype=torch.float32)
     with torch.no_grad():
-        out = module_copy(probe, positions)
+        out = module_copy(probe, positions, **by_type)
     if not (isinstance(out, tuple) and len(out) == 2):
         raise UnsupportedBridge(f"{arch}: its rotary module does not return a (cos, sin) pair.")
     first, second = (t[0].detach().float().cpu() for t in out)
@@ -226,12 +253,12 @@ def _hf_rotary(hf_model: Any, config: Any, dims: dict[str, int], arch: str) -> _
             f"{arch}: the rotary module's cos/sin have width {cos.shape[-1]}, which fits "
             f"neither rotary_dim={rotary_dim} nor its half (config head_dim {dims['d_head']})."
         )
-    inv_freq = getattr(module, "inv_freq", None)  # GPT-J has a sin/cos table instead
+    inv_freq = getattr(module, f"{prefix}inv_freq", None)  # GPT-J: a sin/cos table instead
     base = params.get("rope_theta", getattr(config, "rope_theta", None))
     if base is None and getattr(config, "model_type", None) == "gptj":
         base = 10000.0  # transformers' create_sinusoidal_positions hard-codes it
-    attention_scaling = float(getattr(module, "attention_scaling", 1.0) or 1.0)
-    apply = _hf_apply(hf_model, module, order, arch)
+    attention_scaling = float(getattr(module, f"{prefix}attention_scaling", 1.0) or 1.0)
+    apply = _hf_apply(hf_model, module, order, arch, by_type)
     return _Rotary(
         cos=cos,
         sin=sin,
@@ -270,7 +297,9 @@ def _find_rotary_module(hf_model: Any, arch: str) -> Any:
     )
 
 
-def _hf_apply(hf_model: Any, module: Any, order: str, arch: str) -> Callable | None:
+def _hf_apply(
+    hf_model: Any, module: Any, order: str, arch: str, by_type: dict[str, str]
+) -> Callable | None:
     """The modeling file's own `apply_rotary_pos_emb`, wrapped to rotate `[b, s, h, d]`.
 
     transformers may wrap the function (an `nn.Module` "Func" hub-kernel wrapper since 5.25, a
@@ -289,7 +318,7 @@ def _hf_apply(hf_model: Any, module: Any, order: str, arch: str) -> Callable | N
 
     def tables(x: Tensor) -> tuple[Tensor, Tensor]:
         positions = torch.arange(x.shape[1], device=x.device)[None]
-        return module_copy(x.new_zeros(1, x.shape[1], x.shape[-1]), positions)
+        return module_copy(x.new_zeros(1, x.shape[1], x.shape[-1]), positions, **by_type)
 
     if params[:4] == ["q", "k", "cos", "sin"] or (params is _OPAQUE and order == "cos_sin"):
 

@@ -92,7 +92,7 @@ class HookedBackend(Backend):
             or getattr(cfg, "clip_qkv", None) is not None
         )
 
-    def pre_rotation(self, kind: str, layer: int, tensor: Tensor) -> Tensor:
+    def _pre_rotation(self, kind: str, layer: int, tensor: Tensor) -> Tensor:
         """What `AbstractAttention.forward` does between `hook_q`/`hook_k` and the rotation,
         with the layer's own modules (so the result is bit-identical to what gets rotated)."""
         if self.pre_rotation_is_hooked(layer):
@@ -117,7 +117,7 @@ class HookedBackend(Backend):
         if kind in ("q", "k") and not self.pre_rotation_is_hooked(layer):
 
             def transform(tensor: Tensor, kind: str = kind) -> Tensor:
-                return self.pre_rotation(kind, layer, tensor)
+                return self._pre_rotation(kind, layer, tensor)
 
             return ReadPoint(hook_name(kind, layer), transform)
         return ReadPoint(hook_name(kind, layer))

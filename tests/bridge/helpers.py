@@ -107,10 +107,12 @@ HF_BUILDERS: dict[str, Callable] = {
     "qwen2": _qwen2,
     "gpt_neox": _gpt_neox,
     "gptj": _gptj,
+    # QK-norm: what RoPE rotates is hook_q_normed, not hook_q.
+    "qwen3": lambda: _small("Qwen3Config", "Qwen3ForCausalLM", head_dim=8),
 }
 
 
-# More architectures for benchmarks/bridge_compat.py (Qwen3 is refused: QK-norm).
+# More architectures for benchmarks/bridge_compat.py.
 EXTRA_BUILDERS: dict[str, Callable] = {
     "mistral": lambda: _small("MistralConfig", "MistralForCausalLM"),
     "phi": lambda: _small(
@@ -124,7 +126,6 @@ EXTRA_BUILDERS: dict[str, Callable] = {
             rope_type="yarn", rope_theta=10000.0, factor=4.0, original_max_position_embeddings=16
         ),
     ),
-    "qwen3": lambda: _small("Qwen3Config", "Qwen3ForCausalLM", head_dim=8),
 }
 # What each architecture should give (checked against the HF code, not against rope-interp).
 EXPECTED_LAYOUT = {
@@ -133,6 +134,7 @@ EXPECTED_LAYOUT = {
     "qwen2": "half",
     "gpt_neox": "half",
     "gptj": "interleaved",
+    "qwen3": "half",
 }
 
 

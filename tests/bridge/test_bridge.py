@@ -35,8 +35,8 @@ from tests.bridge.helpers import (
 ARCHS = sorted(HF_BUILDERS)
 # TransformerLens 4.3.0 facts, measured (benchmarks/bridge_compat.py): rotated hooks fire only
 # where the bridge reimplements attention; on GPT-J hook_attn_scores carries the pattern.
-ROTATED_HOOKS_FIRE = {"llama", "llama3", "qwen2"}
-SCORES_ARE_PRE_SOFTMAX = {"llama", "llama3", "qwen2", "gpt_neox"}
+ROTATED_HOOKS_FIRE = {"llama", "llama3", "qwen2", "qwen3"}
+SCORES_ARE_PRE_SOFTMAX = {"llama", "llama3", "qwen2", "gpt_neox", "qwen3"}
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -218,6 +218,8 @@ def test_capture_matches_the_hf_models_own_rotated_qk(arch):
     assert isinstance(backend_for(bridge), BridgeBackend)
     captured = cap.run(tokens)
     expected_derived = () if arch in ROTATED_HOOKS_FIRE else ("rot_q", "rot_k")
+    if arch == "qwen3":  # q/k read at hook_q_normed, transposed from [batch, head, pos, d]
+        expected_derived = ("q", "k")
     assert cap.derived == expected_derived
     recorded = hf_reference(reference, tokens)
     assert sorted(recorded) == captured.layers()
@@ -387,13 +389,24 @@ def test_a_spec_that_disagrees_with_the_fired_rotated_hooks_is_caught():
     assert bridge_support(bridge).rotated_hooks
 
 
-def test_qk_norm_between_hook_q_and_rope_is_refused_by_name():
-    """Qwen3 normalises q/k after hook_q: rotating hook_q would give wrong rotated vectors;
-    the probe sees the mismatch with hook_rot_q and says why."""
+def test_qk_norm_bridges_read_what_rope_rotates():
+    """Qwen3 normalises q/k after hook_q: rope-interp reads hook_q_normed (transformers'
+    [batch, head, pos, d_head]) instead, and says so in its read points."""
     bridge, _ = make_bridge("qwen3")
-    RotarySpec.from_model(bridge)  # the frequencies themselves are fine
-    with pytest.raises(UnsupportedBridge, match="Qwen3ForCausalLM.*QK-norm"):
-        RotaryCapture(bridge)
+    backend = backend_for(bridge)
+    assert not backend.pre_rotation_is_hooked(0)
+    point = backend.read_point("q", 1)
+    assert point.hook == "blocks.1.attn.hook_q_normed" and point.transform is not None
+    assert backend.read_point("rot_k", 1).hook == "blocks.1.attn.hook_rot_k"
+
+
+_SHARPENED = (
+    "q_proj.weight",
+    "k_proj.weight",
+    "query_key_value.weight",
+    "q_norm.weight",
+    "k_norm.weight",
+)
 
 
 def _sharp_bridge(name: str):
@@ -404,17 +417,19 @@ def _sharp_bridge(name: str):
     hf_model = make_hf(name)
     with torch.no_grad():
         for param_name, param in hf_model.named_parameters():
-            if param_name.endswith(("q_proj.weight", "k_proj.weight", "query_key_value.weight")):
+            # (QK-norm models: the norm undoes a scaled projection, so scale the norm's weight)
+            if param_name.endswith(_SHARPENED):
                 param.mul_(30)
     reference = copy.deepcopy(hf_model)
     return boot(hf_model), reference
 
 
-@pytest.mark.parametrize("name", ["gpt_neox", "gptj", "llama"])
+@pytest.mark.parametrize("name", ["gpt_neox", "gptj", "llama", "qwen3"])
 def test_nope_on_every_pair_equals_the_hf_model_without_its_rotation(name, monkeypatch):
     """NoPE on every pair of q and k against an independent model: the untouched HF copy with
     its apply_rotary_pos_emb replaced by the identity. On GPT-NeoX and GPT-J, whose rotated
-    hooks never fire, rope-interp applies NoPE before RoPE; on Llama, at the rotated hooks."""
+    hooks never fire, rope-interp applies NoPE before RoPE; on Llama, at the rotated hooks; on
+    Qwen3 (QK-norm), at the rotated hooks from the q/k read after the norm."""
     from rope_interp.ablation import Intervention
     from rope_interp.selection import select_pairs
 
@@ -462,3 +477,47 @@ def test_phase_and_shift_before_rope_act_like_rotations(name):
     torch.testing.assert_close(on_q, on_k, rtol=1e-5, atol=1e-5)
     assert (shifted_q - clean).abs().max() > 1e-2
     assert (on_q - clean).abs().max() > 1e-2
+
+
+def test_the_probe_pass_is_invisible_to_hooks_already_attached():
+    """The first question to a bridge's backend runs a probe forward pass. It often comes from
+    inside a caller's hooked pass (an intervention built within a batch loop): those hooks must
+    not see the probe's tokens, and must still be attached afterwards."""
+    bridge, _ = make_bridge("llama")
+    seen: list[int] = []
+
+    def count(tensor, hook):
+        seen.append(tensor.shape[-2])
+
+    with bridge.hooks(fwd_hooks=[("blocks.0.attn.hook_pattern", count)]):
+        bridge_support(bridge)  # the probe
+        assert seen == []
+        with torch.no_grad():
+            bridge(random_tokens(pos=9))
+    assert seen == [9]
+
+
+def test_a_phase_sweep_on_a_fresh_bridge_counts_only_its_own_tokens():
+    """Regression: the phase sweep's pattern hooks once counted the probe pass (5 tokens) of a
+    fresh bridge, inflating 'previous' from 0 to 0.06 on this planted head."""
+    from rope_interp.analysis.phase import phase_sweep_attention
+    from rope_interp.selection import select_pairs
+    from rope_interp.testing import make_model
+    from rope_interp.testing import random_tokens as tiny_tokens
+    from tests.test_analysis_planting import plant_previous_token_head
+
+    def sweep(warm: bool):
+        model = make_model("half_full")
+        plant_previous_token_head(model, layer=0, head=0, norm=60.0)
+        if warm:
+            bridge_support(model)
+        spec = RotarySpec.from_model(model)
+        theta0 = float(spec.thetas[0, 0])
+        selection = select_pairs(spec, 0, layers=0, heads=0)
+        tokens = tiny_tokens(model, batch=2, pos=24)
+        return phase_sweep_attention(
+            model, [tokens], selection, [(0, 0)], phis=[-theta0], progress=False
+        )
+
+    fresh, warm = sweep(False), sweep(True)
+    assert fresh.previous.tolist() == warm.previous.tolist() == [0.0]
