@@ -11,7 +11,7 @@ import pytest
 
 from rope_interp import cli
 from rope_interp.plots.export import find_browser
-from tests.helpers import png_size
+from tests.helpers import HOST, png_size
 
 
 def test_help_names_every_command(capsys):
@@ -124,7 +124,8 @@ def test_report_on_the_real_model(tmp_path):
             "--sections", "geometry,usage,outliers", "--quiet"]  # fmt: skip
     assert cli.main(argv) == 0
     page = out.read_text(encoding="utf-8")
-    assert "smollm2-135m (30 layers, 9 heads" in page
+    host = "TransformerBridge" if HOST == "bridge" else "HookedTransformer"
+    assert f"smollm2-135m as a {host} (30 layers, 9 heads" in page
     assert "base 100000" in page and "Not computed" not in page
 
 

@@ -101,8 +101,9 @@ def cmd_report(args: argparse.Namespace) -> None:
     analysis_corpus = Corpus(corpus.name, corpus.tokens[:analysis_windows], corpus.prepend_bos)
     progress_note(args, f"corpus: {corpus.describe()}")
     meta = {
-        "model": f"{args.model} ({model.cfg.n_layers} layers, {model.cfg.n_heads} heads, "
-        f"d_model {model.cfg.d_model}) on {model.cfg.device}, {args.dtype}",
+        "model": f"{args.model} as a {type(model).__name__} ({model.cfg.n_layers} layers, "
+        f"{model.cfg.n_heads} heads, d_model {model.cfg.d_model}) on {model.cfg.device}, "
+        f"{args.dtype}",
         "corpus": corpus.describe(),
         "tokens": f"{corpus.n_tokens} for statistics (usage, outliers), "
         f"{analysis_corpus.n_tokens} for score decompositions (positional heads, sinks, "
