@@ -15,7 +15,7 @@ from rope_interp.checkpoints import hooked_config
 from rope_interp.errors import RopeInterpError
 from rope_interp.family_check import build_checkpoint, edited_checkpoint, families, measure
 from rope_interp.models import load_model
-from tests.helpers import HOST
+from tests.helpers import HOST, bridge_only
 
 NAMES = [family.name for family in families()]
 
@@ -129,3 +129,34 @@ def test_the_built_in_tokenizer_adds_no_start_token(real_model):
 def test_bad_or_inapplicable_loading_options_are_refused_before_any_work(kwargs):
     with pytest.raises(RopeInterpError, match="n_ctx|n_devices"):
         load_model("smollm2-135m", device="cpu", **kwargs)
+
+
+@bridge_only
+def test_longrope_is_exact_within_its_original_context_and_refused_beyond(checkpoints, tmp_path):
+    """A bridge runs the HF rotary module, so LongRoPE's short factors are exact; past the
+    original context the model switches to its long factors, which the tables do not hold."""
+    from rope_interp.capturing import capture
+    from rope_interp.pairs import score_contributions
+    from rope_interp.spec import RotarySpec
+
+    longrope = dict(
+        rope_type="longrope",
+        rope_theta=10000.0,
+        short_factor=[1.0] * 8,
+        long_factor=[2.0] * 8,
+        original_max_position_embeddings=64,
+    )
+    path = edited_checkpoint(
+        checkpoints["Phi-3"], tmp_path / "longrope", original_max_position_embeddings=64,
+        rope_parameters=longrope,
+    )  # fmt: skip
+    short = torch.randint(3, 128, (1, 40), generator=torch.Generator().manual_seed(0))
+    measured = measure(path, short)
+    assert measured["theta"] < 1e-6 and measured["decomposition"] < 1e-5
+    model = load_model(str(path), device="cpu")
+    spec = RotarySpec.from_model(model)
+    assert spec.cos[0].shape[0] == 64
+    long = torch.randint(3, 128, (1, 80), generator=torch.Generator().manual_seed(0))
+    got = capture(model, long, kinds=("q", "k"))
+    with pytest.raises(RopeInterpError, match=r"Positions must lie in \[0, 64\)"):
+        score_contributions(got.q(0), got.k(0), spec, 0)
