@@ -36,7 +36,8 @@ def parser(description: str, tokens: int = 2048, seq_len: int = 256) -> argparse
 
 
 def tiny_model(seed: int = 0):
-    """A 2-layer random rotary `HookedTransformer` (GPT-NeoX layout, 4 heads, 2 KV heads)."""
+    """A 2-layer random rotary model (half-split layout, 4 heads, 2 KV heads): a bridge under
+    TransformerLens 4, a `HookedTransformer` under 3.x."""
     from rope_interp.testing import make_model
 
     return make_model("gqa", seed=seed)

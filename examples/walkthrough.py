@@ -8,28 +8,45 @@
 # ---
 
 # %% [markdown]
-# # From your own `HookedTransformer` to rotary pairs, a statistic and an ablation
+# # From your own model to rotary pairs, a statistic and an ablation
 #
 # A notebook stored as a jupytext "percent" script: open it in Jupyter with jupytext
 # installed, or convert it (`jupytext --to notebook examples/walkthrough.py`), or simply run
 # it (`python examples/walkthrough.py`). It uses a small random rotary model so that it runs in
-# seconds anywhere; replace `model` with your own (e.g. `HookedTransformer.from_pretrained(...)`
-# or `ri.load_model("smollm2-135m")`) and every cell works unchanged.
+# seconds anywhere, on either TransformerLens: a `TransformerBridge` under TransformerLens 4, a
+# `HookedTransformer` under 3.x. Replace `model` with your own (e.g.
+# `TransformerBridge.boot_transformers(...)`, `HookedTransformer.from_pretrained(...)` or
+# `ri.load_model("smollm2-135m")`) and every cell works unchanged.
 
 # %%
 import torch
-from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 import rope_interp as ri
 
 torch.manual_seed(0)
-cfg = HookedTransformerConfig(
-    n_layers=2, d_model=64, n_heads=4, n_key_value_heads=2, d_head=16, n_ctx=64, d_vocab=100,
-    act_fn="silu", normalization_type="RMS", positional_embedding_type="rotary",
-    rotary_dim=16, rotary_base=10_000, gated_mlp=True,
-)  # fmt: skip
-model = HookedTransformer(cfg).eval()  # <- your model here
-tokens = torch.randint(0, cfg.d_vocab, (8, 32))
+try:  # TransformerLens 3.x
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    cfg = HookedTransformerConfig(
+        n_layers=2, d_model=64, n_heads=4, n_key_value_heads=2, d_head=16, n_ctx=64,
+        d_vocab=100, act_fn="silu", normalization_type="RMS",
+        positional_embedding_type="rotary", rotary_dim=16, rotary_base=10_000, gated_mlp=True,
+    )  # fmt: skip
+    model = HookedTransformer(cfg).eval()  # <- your model here
+except ImportError:  # TransformerLens 4: the same shape as a bridge around a transformers model
+    from transformer_lens.model_bridge import TransformerBridge
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from rope_interp.testing import word_tokenizer  # a tiny offline tokenizer
+
+    hf_config = LlamaConfig(
+        hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+        head_dim=16, intermediate_size=128, vocab_size=100, max_position_embeddings=64,
+    )  # fmt: skip
+    model = TransformerBridge.boot_transformers(  # <- your model here
+        "LlamaForCausalLM", hf_model=LlamaForCausalLM(hf_config).eval(), tokenizer=word_tokenizer()
+    ).eval()
+tokens = torch.randint(0, model.cfg.d_vocab, (8, 32))
 
 # %% [markdown]
 # ## 1. The rotary geometry rope-interp reads from the model

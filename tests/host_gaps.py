@@ -18,9 +18,6 @@ _GPTJ_SCORES = (
     "compares with hook_attn_scores, which on a GPT-J bridge carries the attention pattern, "
     "not the pre-softmax scores (TransformerLens 4.3)"
 )
-_RAW_HOOKS = (
-    "reads HookedTransformer hook names and shapes directly (hook_q as [batch, pos, head, d])"
-)
 
 BRIDGE_GAPS: dict[str, str] = {
     # construction of HookedTransformers by hand
@@ -57,17 +54,13 @@ BRIDGE_GAPS: dict[str, str] = {
         "reads the base from the host config, which TransformerLens 4.3 bridges get wrong; "
         "tests/bridge checks θ against the HF model's inv_freq instead"
     ),
-    "tests/test_public_api.py::test_walkthrough_notebook_runs": (
-        "the walkthrough notebook builds a HookedTransformer"
-    ),
-    "tests/test_ablation.py::test_nope_on_every_pair_equals_unrotated_attention": _RAW_HOOKS,
-    "tests/test_ablation.py::test_zero_matches_float64_reference": _RAW_HOOKS,
-    "tests/test_ablation.py::test_mean_mode_sets_pre_rotation_pairs_to_the_corpus_mean": _RAW_HOOKS,
     # GPT-J bridges (the interleaved, partial-rotary fixture)
     "tests/test_capturing.py::test_hook_list_composes_with_user_hooks[interleaved": (
         "adds a user hook at hook_rot_q, which a GPT-J bridge never fires (TransformerLens 4.3)"
     ),
     "tests/test_parity.py::test_decomposition_is_exact_against_low_precision_hook_attn_scores[interleaved": _GPTJ_SCORES,
+    "tests/test_ablation.py::test_nope_on_every_pair_equals_unrotated_attention[interleaved": _GPTJ_SCORES,
+    "tests/test_ablation.py::test_zero_matches_float64_reference[interleaved": _GPTJ_SCORES,
     "tests/test_pairs.py::test_pair_scores_sum_to_transformer_lens_scores[interleaved": _GPTJ_SCORES,
     "tests/test_examples.py::test_capture_example_on_every_layout[interleaved": _GPTJ_SCORES,
     # checkpoint families through load_model

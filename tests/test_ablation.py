@@ -143,6 +143,19 @@ def test_phase_on_q_equals_opposite_phase_on_k(tiny_model):
     assert not torch.allclose(a[0][..., mask], clean[0][..., mask], atol=1e-3)
 
 
+def _recorder(got: dict):
+    """`save(name)`: a `(name, hook)` pair storing what hook `name` carries in
+    got[its last part] (keyed by the name asked for: bridges report aliased `hook.name`s)."""
+
+    def save(name):
+        def hook(x, hook):
+            got[name.split(".")[-1]] = x.detach().clone()
+
+        return name, hook
+
+    return save
+
+
 def _hand_scores(q, k, spec, rotate_fn):
     """float64 scores from pre-rotation q [b, p, h, d], k [b, p, kv, d]."""
     k = torch.repeat_interleave(k, spec.group_size, dim=2)
@@ -156,13 +169,12 @@ def test_nope_on_every_pair_equals_unrotated_attention(tiny_model):
     nope = Intervention(tiny_model, select_pairs(spec, range(spec.n_pairs)), "nope", "both")
     got = {}
 
-    def save(x, hook):
-        got[hook.name.split(".")[-1]] = x.detach().clone()
+    save = _recorder(got)
 
     hooks = nope.hooks() + [
-        ("blocks.1.attn.hook_q", save),
-        ("blocks.1.attn.hook_k", save),
-        ("blocks.1.attn.hook_attn_scores", save),
+        save("blocks.1.attn.hook_q"),
+        save("blocks.1.attn.hook_k"),
+        save("blocks.1.attn.hook_attn_scores"),
     ]
     with torch.no_grad():
         tiny_model.run_with_hooks(tokens, fwd_hooks=hooks, return_type=None)
@@ -180,10 +192,9 @@ def test_zero_matches_float64_reference(tiny_model):
     sel = select_pairs(spec, zeroed, layers=0)
     got = {}
 
-    def save(x, hook):
-        got[hook.name.split(".")[-1]] = x.detach().clone()
+    save = _recorder(got)
 
-    clean_hooks = [("blocks.0.attn.hook_q", save), ("blocks.0.attn.hook_k", save)]
+    clean_hooks = [save("blocks.0.attn.hook_q"), save("blocks.0.attn.hook_k")]
     with torch.no_grad():
         tiny_model.run_with_hooks(tokens, fwd_hooks=clean_hooks, return_type=None)
     q, k = got["hook_q"], got["hook_k"]
@@ -217,13 +228,12 @@ def test_mean_mode_sets_pre_rotation_pairs_to_the_corpus_mean():
     sel = select_pairs(spec, [1, 2], layers=1)
     got = {}
 
-    def save(x, hook):
-        got[hook.name.split(".")[-1]] = x.detach().clone()
+    save = _recorder(got)
 
     with Intervention(model, sel, "mean", "both", stats=stats), torch.no_grad():
         model.run_with_hooks(
             random_tokens(model),
-            fwd_hooks=[("blocks.1.attn.hook_q", save), ("blocks.1.attn.hook_k", save)],
+            fwd_hooks=[save("blocks.1.attn.hook_q"), save("blocks.1.attn.hook_k")],
             return_type=None,
         )
     for kind, name in (("q", "hook_q"), ("k", "hook_k")):

@@ -63,8 +63,9 @@ def test_readme_quick_start_runs_as_written(real_model, monkeypatch):
 
 
 def test_walkthrough_notebook_runs(capsys):
-    """examples/walkthrough.py: a jupytext notebook from a user's own HookedTransformer to a
-    decomposition (checked against hook_attn_scores inside), a statistic and an ablation."""
+    """examples/walkthrough.py: a jupytext notebook from a user's own model (a bridge or a
+    HookedTransformer, by host) to a decomposition (checked against hook_attn_scores inside),
+    a statistic and an ablation."""
     import runpy
 
     path = ROOT / "examples" / "walkthrough.py"
