@@ -153,9 +153,17 @@ _GPTJ_BASE = dict(n_layer=2, vocab_size=50, n_positions=64, bos_token_id=1, eos_
 
 
 def _make_bridge(name: str, seed: int) -> Any:
+    from rope_interp.hf_loading import boot
+
+    hf_model = tiny_hf_model(name, seed)
+    return boot(hf_model, word_tokenizer(), "cpu", torch.float32, default_prepend_bos=False)
+
+
+def tiny_hf_model(name: str, seed: int = 0) -> Any:
+    """The transformers model behind the bridge twin of the fixture `name` (eval mode)."""
     import transformers
 
-    from rope_interp.hf_loading import boot, quiet
+    from rope_interp.hf_loading import quiet
 
     family, fields = _BRIDGE_FIXTURES[name]
     base = _LLAMA_BASE if family == "Llama" else _GPTJ_BASE
@@ -169,7 +177,7 @@ def _make_bridge(name: str, seed: int) -> Any:
                 bias = getattr(getattr(module, proj, None), "bias", None)
                 if isinstance(bias, torch.nn.Parameter):
                     bias.normal_(0, 0.5)
-    return boot(hf_model, word_tokenizer(), "cpu", torch.float32, default_prepend_bos=False)
+    return hf_model
 
 
 def word_tokenizer() -> Any:

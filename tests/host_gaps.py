@@ -39,7 +39,6 @@ BRIDGE_GAPS: dict[str, str] = {
         "the cached-unembedding forward uses HookedTransformer's start_at_layer; bridges run "
         "the whole model"
     ),
-    "tests/test_model_cache.py": _HOOKED_BUILD,
     "tests/test_parity.py::test_low_precision_spec_keeps_the_config_check": _HOOKED_BUILD,
     "tests/test_parity.py::test_nothing_is_created_on_torch_s_default_device": (
         "TransformerLens 4.3 cannot boot a bridge under torch.set_default_device('meta')"

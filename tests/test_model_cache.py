@@ -1,7 +1,9 @@
 """The converted-model cache checks itself, repairs itself and survives concurrent first loads.
 
-A tiny fake source stands in for the GGUF conversion (a tiny random model's state dict and a
-word-level tokenizer), so each rebuild takes milliseconds instead of half a minute.
+A tiny fake source stands in for the GGUF conversion (a tiny random model and a word-level
+tokenizer), so each rebuild takes milliseconds instead of half a minute. Under TransformerLens
+3.x the cache holds converted HookedTransformer weights; under 4.x, the dequantized transformers
+checkpoint a bridge is booted from: the same mechanism, other file names.
 """
 
 from __future__ import annotations
@@ -17,9 +19,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from rope_interp import model_cache, models
+from rope_interp import hf_loading, model_cache, models
 from rope_interp.errors import RopeInterpError
-from rope_interp.testing import _BASE, FIXTURES, make_model
+from rope_interp.testing import _BASE, FIXTURES, HOST, make_model, tiny_hf_model
+
+# The cache entry's weights file and the function that writes an entry, on each host.
+WEIGHTS = "weights.safetensors" if HOST == "hooked" else "model.safetensors"
+WRITER = (models, "_write_converted") if HOST == "hooked" else (hf_loading, "_write_hf_checkpoint")
 
 TOKENS = torch.tensor([[1, 5, 7, 3, 9, 2]])
 
@@ -49,7 +55,14 @@ def fake_source(tmp_path, monkeypatch):
         conversions.append(path)
         return dict(reference.state_dict()), dict(cfg_dict), _tokenizer()
 
-    monkeypatch.setattr(models, "_convert_gguf", convert)
+    def read_gguf(path):
+        conversions.append(path)
+        return tiny_hf_model("half_full"), _tokenizer()
+
+    if HOST == "hooked":
+        monkeypatch.setattr(models, "_convert_gguf", convert)
+    else:
+        monkeypatch.setattr(hf_loading, "read_gguf_model", read_gguf)
     return source, conversions, reference
 
 
@@ -73,22 +86,22 @@ def test_second_load_uses_the_verified_cache(fake_source):
 
 
 def _truncate(entry):
-    path = entry / "weights.safetensors"
+    path = entry / WEIGHTS
     path.write_bytes(path.read_bytes()[:100])
 
 
 def _empty(entry):
-    (entry / "weights.safetensors").write_bytes(b"")
+    (entry / WEIGHTS).write_bytes(b"")
 
 
 def _random(entry):
-    path = entry / "weights.safetensors"
+    path = entry / WEIGHTS
     path.write_bytes(os.urandom(path.stat().st_size))
 
 
 def _flip_data_bytes(entry):
     """Header intact, a few bytes of one tensor changed: same size, still loads."""
-    path = entry / "weights.safetensors"
+    path = entry / WEIGHTS
     data = bytearray(path.read_bytes())
     for offset in range(len(data) - 64, len(data) - 56):
         data[offset] ^= 0x5A
@@ -163,10 +176,10 @@ def test_full_disk_while_building_leaves_no_entry_and_no_orphans(fake_source, mo
     source, conversions, _ = fake_source
 
     def full_disk(path, folder):
-        (folder / "weights.safetensors").write_bytes(b"partial")
+        (folder / WEIGHTS).write_bytes(b"partial")
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(models, "_write_converted", full_disk)
+    monkeypatch.setattr(*WRITER, full_disk)
     with pytest.raises(OSError, match="No space left"):
         _load(source)
     assert [p.name for p in models.cache_dir().iterdir() if not p.name.endswith(".lock")] == []
