@@ -286,7 +286,8 @@ def run_experiment(
     if store is not None:
         store.mkdir(parents=True, exist_ok=True)
     shared = {
-        "model": model_fingerprint(model),
+        # Hashing every weight only matters where a result can be reused from disk.
+        "model": model_fingerprint(model) if store is not None else None,
         "tokens": tokens_fingerprint(token_tensor),
         "code": code_fingerprint(sys.modules[__name__], measures_module, ablation_module),
         "settings": settings.keyed(),

@@ -11,6 +11,7 @@ import functools
 import hashlib
 import inspect
 import json
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -38,12 +39,24 @@ def model_fingerprint(model) -> str:
     """blake2b over every parameter and buffer (name, dtype, shape, bytes) and the config.
 
     Cost: one pass over the weights (SmolLM2-135M, 683 MB with buffers: 0.8–2.7 s on a shared
-    2-core CPU); tensors sharing storage are hashed once.
+    2-core CPU), paid once per model: the result is kept while every tensor keeps its storage
+    and its version counter (which any in-place edit bumps) and the config is unchanged; tensors
+    sharing storage are hashed once.
     """
+    state = model.state_dict(keep_vars=False)
+    cfg = getattr(model, "cfg", None)
+    config = {k: repr(v) for k, v in sorted(vars(cfg).items()) if k != "device"} if cfg else None
+    guard = (
+        tuple((name, t.data_ptr(), t._version, t.dtype, t.device) for name, t in state.items()),
+        json.dumps(config, sort_keys=True),
+    )
+    cached = _MODEL_FINGERPRINTS.get(model)
+    if cached is not None and cached[0] == guard:
+        return cached[1]
     digest = _digest()
     seen: dict[tuple[int, int, tuple], str] = {}
     with torch.no_grad():
-        for name, tensor in model.state_dict(keep_vars=False).items():
+        for name, tensor in state.items():
             digest.update(name.encode())
             ident = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tensor.stride())
             if tensor.numel() and ident in seen and tensor.device.type != "meta":
@@ -51,11 +64,15 @@ def model_fingerprint(model) -> str:
                 continue
             seen[ident] = name
             _update_tensor(digest, tensor)
-    cfg = getattr(model, "cfg", None)
-    if cfg is not None:
-        items = {k: repr(v) for k, v in sorted(vars(cfg).items()) if k != "device"}
-        digest.update(json.dumps(items, sort_keys=True).encode())
-    return digest.hexdigest()
+    if config is not None:
+        digest.update(json.dumps(config, sort_keys=True).encode())
+    fingerprint = digest.hexdigest()
+    _MODEL_FINGERPRINTS[model] = (guard, fingerprint)
+    return fingerprint
+
+
+# model -> (what the fingerprint was computed from, cheaply checked; the fingerprint)
+_MODEL_FINGERPRINTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def tokens_fingerprint(tokens: Tensor) -> str:

@@ -272,3 +272,32 @@ def test_random_control_strip_marks_the_bands():
     assert labels == ["high band +2.500 (67th percentile)", "low band +3.000 (67th percentile)"]
     with pytest.raises(RopeInterpError, match="column"):
         random_control_strip(summary.drop(columns="band"))
+
+
+def test_weights_are_hashed_only_where_a_result_can_be_reused(model, monkeypatch, tmp_path):
+    """No run directory, no model hash (it costs a pass over every weight); with one, the hash
+    is computed once per model and kept until a weight changes."""
+    from rope_interp import experiment, fingerprint
+
+    weights = {t.data_ptr() for t in model.state_dict().values()}
+    calls = []  # weight tensors hashed (tokens and selections are hashed too: cheap)
+    hashed = fingerprint._update_tensor
+
+    def counting(digest, tensor):
+        if tensor.data_ptr() in weights:
+            calls.append(1)
+        hashed(digest, tensor)
+
+    monkeypatch.setattr(fingerprint, "_update_tensor", counting)
+    tokens = random_tokens(model, batch=2, pos=8)
+    run_experiment(model, [_band(model)], tokens, progress=False)
+    assert calls == []
+    _run(model, [_band(model)], tokens, tmp_path)
+    first = len(calls)
+    assert first > 0
+    assert experiment.model_fingerprint(model) == model_fingerprint(model)
+    assert len(calls) == first  # kept
+    with torch.no_grad():
+        next(model.parameters()).mul_(1.0)  # an in-place edit bumps the version counter
+    model_fingerprint(model)
+    assert len(calls) == 2 * first
