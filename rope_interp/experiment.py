@@ -336,31 +336,39 @@ def _run_states(run: _Run, states: list[_State]) -> None:
     batches, settings = run.batches, run.settings
     first = min(s.batches_done for s in states)
     last_save = time.monotonic()
-    bar = tqdm(
-        range(first, len(batches)),
+    # Progress in tokens of condition passes, so that the bar moves after every condition's
+    # pass over a batch (counting batches, it sat at 0 % while 41 conditions ran the first one).
+    sizes = [batch.numel() for batch in batches]
+    with tqdm(
+        total=sum(sum(sizes[s.batches_done :]) for s in states),
         desc=f"{len(states)} condition(s)",
-        unit="batch",
+        unit="tok",
+        unit_scale=True,
         disable=not settings.progress,
-    )
-    for index in bar:
-        batch = batches[index].to(run.model.cfg.device)
-        active = [s for s in states if s.batches_done == index]
-        if active:
-            clean = _clean_batch(run, batch, {s.first_hooked for s in active})
-            for state in active:
-                bar.set_postfix_str(state.condition.name, refresh=False)
-                _condition_batch(run, state, batch, clean)
-                state.batches_done += 1
-                if state.batches_done == len(batches):
-                    run.records[state.condition.name] = _record(run, state)
-                    if run.store is not None:
-                        write_record(run.store, run.records[state.condition.name])
-            del clean
-        if run.store is not None and time.monotonic() - last_save >= settings.checkpoint_seconds:
-            for state in states:
-                if 0 < state.batches_done < len(batches):
-                    write_record(run.store, _record(run, state))
-            last_save = time.monotonic()
+    ) as bar:
+        for index in range(first, len(batches)):
+            batch = batches[index].to(run.model.cfg.device)
+            active = [s for s in states if s.batches_done == index]
+            if active:
+                clean = _clean_batch(run, batch, {s.first_hooked for s in active})
+                for state in active:
+                    bar.set_postfix_str(state.condition.name, refresh=False)
+                    _condition_batch(run, state, batch, clean)
+                    bar.update(sizes[index])
+                    state.batches_done += 1
+                    if state.batches_done == len(batches):
+                        run.records[state.condition.name] = _record(run, state)
+                        if run.store is not None:
+                            write_record(run.store, run.records[state.condition.name])
+                del clean
+            if (
+                run.store is not None
+                and time.monotonic() - last_save >= settings.checkpoint_seconds
+            ):
+                for state in states:
+                    if 0 < state.batches_done < len(batches):
+                        write_record(run.store, _record(run, state))
+                last_save = time.monotonic()
 
 
 def _clean_batch(run: _Run, batch: Tensor, start_layers: set[int]) -> _CleanBatch:

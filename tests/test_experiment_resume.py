@@ -301,3 +301,15 @@ def test_weights_are_hashed_only_where_a_result_can_be_reused(model, monkeypatch
         next(model.parameters()).mul_(1.0)  # an in-place edit bumps the version counter
     model_fingerprint(model)
     assert len(calls) == 2 * first
+
+
+def test_progress_moves_with_every_condition_pass(model, capsys):
+    """The bar counts tokens of condition passes: 3 conditions × 2 batches of 2 × 8 tokens."""
+    tokens = random_tokens(model, batch=4, pos=8)
+    conditions = [_band(model), _band(model, "low")]
+    conditions.append(
+        Condition("zero all", Intervention(model, conditions[0].intervention.selection, "zero"))
+    )
+    run_experiment(model, conditions, tokens, batch_size=2, progress=True)
+    err = capsys.readouterr().err
+    assert "3 condition(s)" in err and "96.0/96.0" in err, err[-300:]
