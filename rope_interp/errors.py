@@ -19,7 +19,3 @@ class UnsupportedBridge(RopeInterpError):
 
 class UnsupportedModel(RopeInterpError):
     """The model (or one of its settings) cannot be decomposed exactly; the message says why."""
-
-
-class SectionUnavailable(RopeInterpError):
-    """A report section's analysis module is not part of this installation."""

@@ -38,7 +38,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -491,8 +491,3 @@ def _restore(state: _State, saved: dict) -> None:
     state.n_tokens = int(saved["n_tokens"])
     state.sums = {m: np.array(saved["sums"][m], dtype=np.float64) for m in METRICS}
     state.base_sums = {m: np.array(saved["base_sums"][m], dtype=np.float64) for m in METRICS}
-
-
-def conditions_from(interventions: Iterable[tuple[str, Intervention]]) -> list[Condition]:
-    """`[(name, intervention), ...]` → conditions."""
-    return [Condition(name, intervention) for name, intervention in interventions]

@@ -15,8 +15,6 @@ tables rebuilt from the sequence length (`use_dynamic_ntk_rope`), non-rotary mod
 
 from __future__ import annotations
 
-from typing import Any
-
 import einops
 import torch
 from torch import Tensor
@@ -128,8 +126,3 @@ class HookedBackend(Backend):
     def soft_cap(self) -> float | None:
         cap = getattr(self.model.cfg, "attn_scores_soft_cap", -1.0)
         return float(cap) if cap is not None and cap > 0 else None
-
-
-def is_hooked(model: Any) -> bool:
-    """True for a TransformerLens `HookedTransformer` (any subclass), without importing it."""
-    return any(klass.__name__ == "HookedTransformer" for klass in type(model).__mro__)
