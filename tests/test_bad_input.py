@@ -2,7 +2,8 @@
 
 Each mistake must end in exit code 2 with exactly one line on stderr (no traceback), leave
 every file in the working folder as it was, and, since each is a mistake in the arguments,
-be caught before the model is loaded (the loaders are replaced by ones that fail loudly).
+be caught before the model is loaded (the loaders are replaced by ones that fail loudly). A
+case that blocks (a FIFO opened) fails after `HANG_SECONDS` instead of hanging the suite.
 """
 
 from __future__ import annotations
@@ -12,8 +13,11 @@ import errno
 import hashlib
 import math
 import os
+import signal
+import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -35,8 +39,23 @@ SETUP = {
     "empty.gguf": b"",
     "previous.csv": b"a,b\n1,2\n",
     "a_file": b"x",
+    # the user's own files where rope-interp could be told to write
+    "corpus.csv": b"a corpus that happens to be named .csv\n",
+    "res_heads.csv": b"a corpus named like a per-head table\n",
+    "page.html": b"<html><body>the user's own page</body></html>\n",
+    "user.safetensors": b"not a statistics file\n",
+    "res2_heads.csv": b"x,y\n3,4\n",
+    "texts/a.txt": b"text in a folder\n",
+    "my_tables/notes.md": b"the user's notes\n",
+    "ckpt/config.json": b'{"architectures": ["LlamaForCausalLM"]}\n',
+    "ckpt/model.safetensors": b"weights\n",
 }
 SETUP_DIRS = ("corpus_dir", "folder.gguf", "folder.html", "folder.csv")
+SETUP_LINKS = {"corpus_link.csv": "corpus.csv", "st_link.safetensors": "user.safetensors"}
+SETUP_HARD_LINKS = {"corpus_hard.csv": "corpus.csv"}
+# FIFOs: opening one for reading blocks until a writer comes, i.e. forever here.
+SETUP_FIFOS = ("pipe.gguf", "pipe.txt", "pipe.safetensors", "pipe.html")
+HANG_SECONDS = 60
 UNWRITABLE = "/proc/rope-interp-test"  # no file can be created under /proc, root or not
 
 # Mistakes every model-running command shares: (arguments, what the one line must contain).
@@ -61,6 +80,9 @@ COMMON = [
     (["--corpus", "corpus_dir"], "is a directory"),
     (["--corpus", "missing/*.txt"], "No file matches"),
     (["--corpus", "empty.txt"], "empty"),
+    (["--model", "pipe.gguf"], "GGUF file pipe.gguf is a FIFO"),
+    (["--corpus", "pipe.txt"], "Corpus file pipe.txt is a FIFO"),
+    (["--corpus", "*.txt"], "Corpus file pipe.txt is a FIFO"),
     (["--no-such-option"], "unrecognized arguments"),
 ]
 if not torch.cuda.is_available():
@@ -130,7 +152,9 @@ MERGE = [
     (["merge", f"{UNWRITABLE}/m.safetensors", "a", "b"], "cannot be written"),
     (["merge", "m.safetensors", "notes.txt"], "at least two statistics files"),
     (["merge", "m.safetensors", "missing.safetensors", "notes.txt"], "No statistics file"),
-    (["merge", "m.safetensors", "notes.txt", "notes.txt"], "is not a readable statistics file"),
+    (["merge", "m.safetensors", "notes.txt", "a_file"], "is not a readable statistics file"),
+    (["merge", "m.safetensors", "pipe.safetensors", "notes.txt"], "pipe.safetensors is a FIFO"),
+    (["merge", "m.safetensors", "texts", "notes.txt"], "texts is a directory"),
 ]
 # Mistakes in the command line itself (no command, unknown command, missing required option).
 TOP_LEVEL = [
@@ -155,21 +179,54 @@ CASES = list(_cases())
 
 
 def _snapshot(folder: Path) -> dict[str, str]:
-    """Every file and folder under `folder` → a digest of its content (or 'dir')."""
+    """Every file and folder under `folder` → a digest of its content ('dir', 'fifo'; a link,
+    its target too)."""
     out = {}
     for path in sorted(folder.rglob("*")):
         key = str(path.relative_to(folder))
-        out[key] = "dir" if path.is_dir() else hashlib.sha256(path.read_bytes()).hexdigest()
+        if path.is_symlink():
+            key += f" -> {os.readlink(path)}"
+        if path.is_dir():
+            out[key] = "dir"
+        elif stat.S_ISFIFO(path.stat().st_mode):
+            out[key] = "fifo"
+        else:
+            out[key] = hashlib.sha256(path.read_bytes()).hexdigest()
     return out
+
+
+class Hang(BaseException):
+    """A case blocked (not an `Exception`, so that nothing on the way catches it)."""
+
+
+@pytest.fixture
+def no_hang():
+    """Fail a test that blocks for `HANG_SECONDS` (SIGALRM interrupts a blocking open)."""
+
+    def alarm(signum, frame):
+        raise Hang(f"blocked for {HANG_SECONDS} s")
+
+    previous = signal.signal(signal.SIGALRM, alarm)
+    signal.alarm(HANG_SECONDS)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, previous)
 
 
 @pytest.fixture
 def workdir(tmp_path, monkeypatch):
     """A working folder with the files the cases name, and loaders that must not be called."""
     for name, content in SETUP.items():
+        (tmp_path / name).parent.mkdir(exist_ok=True)
         (tmp_path / name).write_bytes(content)
     for name in SETUP_DIRS:
         (tmp_path / name).mkdir()
+    for name, target in SETUP_LINKS.items():
+        (tmp_path / name).symlink_to(target)
+    for name, target in SETUP_HARD_LINKS.items():
+        os.link(tmp_path / target, tmp_path / name)
+    for name in SETUP_FIFOS:
+        os.mkfifo(tmp_path / name)
     monkeypatch.chdir(tmp_path)
 
     def never(*args, **kwargs):
@@ -182,7 +239,7 @@ def workdir(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize(("argv", "expected"), CASES)
-def test_mistake_is_one_line_exit_2_and_changes_nothing(workdir, capsys, argv, expected):
+def test_mistake_is_one_line_exit_2_and_changes_nothing(workdir, no_hang, capsys, argv, expected):
     before = _snapshot(workdir)
     assert cli.main(argv) == 2
     captured = capsys.readouterr()
@@ -261,3 +318,35 @@ def test_load_failure_hint_fits_the_model(tmp_path, monkeypatch, capsys, model, 
     assert hint in line
     if model == "smollm2-135m":
         assert "use the built-in" not in line
+
+
+# ---- the user's files: inputs given twice, FIFOs, outputs rope-interp did not write -----------
+def test_fifo_model_fails_at_once_in_a_real_process(tmp_path):
+    """A FIFO named like a GGUF file: one line and exit 2, not a read that waits forever."""
+    os.mkfifo(tmp_path / "model.gguf")
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root), "ROPE_INTERP_CACHE": str(tmp_path / "cache")}
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-m", "rope_interp.cli", "summary", "--model", "model.gguf"],
+        capture_output=True,
+        text=True,
+        timeout=HANG_SECONDS,  # a hang fails here instead of blocking the suite
+        cwd=tmp_path,
+        env=env,
+    )
+    assert result.returncode == 2, result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert "GGUF file model.gguf is a FIFO (named pipe), not a regular file" in line
+    assert time.monotonic() - started < HANG_SECONDS
+
+
+def test_special_files_are_refused_before_they_are_opened(tmp_path):
+    from rope_interp.files import check_regular_file
+
+    os.mkfifo(tmp_path / "pipe")
+    for path, kind in ((tmp_path / "pipe", "a FIFO"), (Path("/dev/null"), "a character device")):
+        with pytest.raises(RopeInterpError, match=f"is {kind}"):
+            check_regular_file(path, "Input")
+    with pytest.raises(RopeInterpError, match="does not exist"):
+        check_regular_file(tmp_path / "missing", "Input")
