@@ -32,7 +32,7 @@ from torch import Tensor
 from rope_interp.atomic import atomic_write
 from rope_interp.capturing import RotaryCapture, resolve_layers
 from rope_interp.errors import RopeInterpError
-from rope_interp.files import check_regular_file
+from rope_interp.files import check_regular_file, refuse_overlap, refuse_repeated
 from rope_interp.runner import run_batches
 from rope_interp.spec import RotarySpec
 
@@ -472,8 +472,8 @@ def merge_stats_files(out: str | Path, inputs: Iterable[str | Path]) -> dict[str
     inputs = [Path(p) for p in inputs]
     if len(inputs) < 2:
         raise RopeInterpError(f"merge needs at least two statistics files, got {len(inputs)}.")
-    if Path(out).resolve() in {p.resolve() for p in inputs}:
-        raise RopeInterpError(f"The output {out} is also an input; write to a new file.")
+    refuse_overlap([("the output", out)], [("input", p) for p in inputs])
+    refuse_repeated(map(_existing_stats_file, inputs), "input")  # one shard twice: counted twice
     first_path, *rest = inputs
     tensors, meta = read_stats_file(first_path)
     tensors = {key: value.clone() for key, value in tensors.items()}

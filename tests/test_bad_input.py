@@ -13,6 +13,7 @@ import errno
 import hashlib
 import math
 import os
+import shutil
 import signal
 import stat
 import subprocess
@@ -153,7 +154,10 @@ MERGE = [
     (["merge", "m.safetensors", "notes.txt"], "at least two statistics files"),
     (["merge", "m.safetensors", "missing.safetensors", "notes.txt"], "No statistics file"),
     (["merge", "m.safetensors", "notes.txt", "a_file"], "is not a readable statistics file"),
+    (["merge", "m.safetensors", "notes.txt", "notes.txt"], "has the same content as input"),
+    (["merge", "m.safetensors", "corpus.csv", "corpus_hard.csv"], "has the same content as"),
     (["merge", "m.safetensors", "pipe.safetensors", "notes.txt"], "pipe.safetensors is a FIFO"),
+    (["merge", "m.safetensors", "notes.txt", "pipe.safetensors"], "pipe.safetensors is a FIFO"),
     (["merge", "m.safetensors", "texts", "notes.txt"], "texts is a directory"),
 ]
 # Mistakes in the command line itself (no command, unknown command, missing required option).
@@ -339,6 +343,34 @@ def test_fifo_model_fails_at_once_in_a_real_process(tmp_path):
     (line,) = result.stderr.strip().splitlines()
     assert "GGUF file model.gguf is a FIFO (named pipe), not a regular file" in line
     assert time.monotonic() - started < HANG_SECONDS
+
+
+def _stats_file(path: Path, seed: int) -> Path:
+    """A small real statistics file (a tiny model on random tokens)."""
+    from rope_interp.stats import collect_pair_stats
+    from tests.helpers import random_tokens
+
+    model = make_model("gqa")
+    collect_pair_stats(model, [random_tokens(model, 2, 8, seed=seed)], progress=False).save(path)
+    return path
+
+
+def test_merge_refuses_an_input_given_twice_by_content(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    _stats_file(tmp_path / "a.safetensors", seed=0)
+    _stats_file(tmp_path / "c.safetensors", seed=1)
+    shutil.copy(tmp_path / "a.safetensors", tmp_path / "b.safetensors")  # a copy, another name
+    before = _snapshot(tmp_path)
+    for inputs, first, second in (
+        (["a.safetensors", "a.safetensors"], "a.safetensors", "a.safetensors"),
+        (["a.safetensors", "c.safetensors", "b.safetensors"], "b.safetensors", "a.safetensors"),
+    ):
+        assert cli.main(["merge", "m.safetensors", *inputs]) == 2
+        (line,) = capsys.readouterr().err.strip().splitlines()
+        assert f"input {first} has the same content as input {second}" in line
+        assert _snapshot(tmp_path) == before  # nothing written, nothing changed
+    assert cli.main(["merge", "m.safetensors", "a.safetensors", "c.safetensors"]) == 0
+    assert "32 tokens from 2 files" in capsys.readouterr().out
 
 
 def test_special_files_are_refused_before_they_are_opened(tmp_path):
