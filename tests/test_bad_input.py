@@ -100,6 +100,15 @@ COMMANDS = {
             (["--out", f"{UNWRITABLE}/r.html"], "cannot be written"),
             (["--save-tables", "a_file"], "--save-tables"),
             (["--save-tables", f"{UNWRITABLE}/tables"], "--save-tables"),
+            (["--corpus", "page.html", "--out", "page.html"], "same file as --corpus page.html"),
+            (["--corpus", "texts/a.txt", "--save-tables", "texts"], "a folder holding --corpus"),
+            (["--model", "ckpt", "--save-tables", "ckpt"], "same file as --model ckpt"),
+            (["--model", "ckpt", "--out", "ckpt/r.html"], "inside --model ckpt"),
+            (["--out", "page.html"], "page.html exists and is not a rope-interp HTML report"),
+            (["--out", "page.html", "--overwrite", "--corpus", "page.html"], "same file as"),
+            (["--save-tables", "my_tables"], "holds files rope-interp did not write"),
+            (["--out", "pipe.html"], "--out pipe.html is a FIFO"),
+            (["--out", "pipe.html", "--overwrite"], "--out pipe.html is a FIFO"),
             (["--sections", "usage,nope"], "Unknown report section"),
             (["--bootstrap", "0"], "--bootstrap"),
             (["--ablation-tokens", "0"], "--ablation-tokens"),
@@ -115,6 +124,12 @@ COMMANDS = {
             (["--out", f"{UNWRITABLE}/ab.csv"], "cannot be written"),
             (["--run-dir", "a_file"], "--run-dir"),
             (["--run-dir", f"{UNWRITABLE}/runs"], "--run-dir"),
+            (["--corpus", "corpus.csv", "--out", "corpus.csv"], "same file as --corpus"),
+            (["--corpus", "res_heads.csv", "--out", "res.csv"], "per-head table) res_heads.csv"),
+            (["--corpus", "texts/*.txt", "--run-dir", "texts"], "a folder holding --corpus"),
+            (["--out", "previous.csv"], "is not a rope-interp ablation table"),
+            (["--out", "res2.csv"], "res2_heads.csv exists and is not a rope-interp per-head"),
+            (["--run-dir", "my_tables"], "--run-dir my_tables holds files rope-interp did not"),
             (["--sweep", ""], "--sweep '' names no group"),
             (["--sweep", " , "], "names no group"),
             (["--sweep", "bands"], "Unknown ablation group"),
@@ -140,6 +155,13 @@ COMMANDS = {
             (["--out", "folder.csv"], "is a directory"),
             (["--out", "a_file/st.csv"], "is a file"),
             (["--out", f"{UNWRITABLE}/st.csv"], "cannot be written"),
+            (["--corpus", "corpus.csv", "--out", "corpus.csv"], "same file as --corpus"),
+            (["--corpus", "corpus.csv", "--out", "corpus_link.csv"], "same file as --corpus"),
+            (["--corpus", "corpus_link.csv", "--out", "corpus_hard.csv"], "same file as"),
+            (["--corpus", "c*.csv", "--out", "corpus_hard.csv", "--overwrite"], "same file"),
+            (["--model", "ckpt", "--out", "ckpt/model.safetensors"], "inside --model ckpt"),
+            (["--out", "previous.csv"], "is not a rope-interp statistics table"),
+            (["--out", "user.safetensors"], "is not a rope-interp statistics file"),
             (["--shard", "3/2"], "--shard i/N needs N ≥ 1 and 0 ≤ i < N"),
             (["--shard", "first"], "--shard takes i/N"),
             (["--tokens", "1.5"], "--tokens must be a whole number"),
@@ -159,6 +181,9 @@ MERGE = [
     (["merge", "m.safetensors", "pipe.safetensors", "notes.txt"], "pipe.safetensors is a FIFO"),
     (["merge", "m.safetensors", "notes.txt", "pipe.safetensors"], "pipe.safetensors is a FIFO"),
     (["merge", "m.safetensors", "texts", "notes.txt"], "texts is a directory"),
+    (["merge", "user.safetensors", "a", "b"], "is not a rope-interp statistics file"),
+    (["merge", "st_link.safetensors", "user.safetensors", "b"], "same file as IN"),
+    (["merge", "pipe.safetensors", "a", "b"], "OUT pipe.safetensors is a FIFO"),
 ]
 # Mistakes in the command line itself (no command, unknown command, missing required option).
 TOP_LEVEL = [
@@ -371,6 +396,33 @@ def test_merge_refuses_an_input_given_twice_by_content(tmp_path, monkeypatch, ca
         assert _snapshot(tmp_path) == before  # nothing written, nothing changed
     assert cli.main(["merge", "m.safetensors", "a.safetensors", "c.safetensors"]) == 0
     assert "32 tokens from 2 files" in capsys.readouterr().out
+
+
+def test_rope_interp_writes_over_its_own_outputs_and_others_only_when_told(
+    tiny, tmp_path, monkeypatch, capsys
+):
+    """Re-running a command replaces what it wrote; a user's file is replaced only with
+    --overwrite, and an input never."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mine.csv").write_bytes(b"a,b\n1,2\n")
+    (tmp_path / "tables").mkdir()
+    (tmp_path / "tables" / "notes.md").write_bytes(b"notes\n")
+    stats = ["stats", "--tokens", "64", "--seq-len", "16", "--out"]
+    for out in ("st.csv", "st.parquet", "st.safetensors"):
+        assert cli.main([*stats, out]) == 0 and cli.main([*stats, out]) == 0, out
+    assert cli.main([*stats, "mine.csv"]) == 2
+    assert "mine.csv exists and is not a rope-interp statistics table" in capsys.readouterr().err
+    assert (tmp_path / "mine.csv").read_bytes() == b"a,b\n1,2\n"
+    assert cli.main([*stats, "mine.csv", "--overwrite"]) == 0
+    assert (tmp_path / "mine.csv").read_text().startswith("kind,layer,head,pair")
+    report = ["report", "--tokens", "64", "--seq-len", "32", "--ablation-tokens", "32",
+              "--sections", "geometry", "--quiet", "--save-tables", "tables"]  # fmt: skip
+    assert cli.main(report) == 2  # the user's folder
+    assert cli.main([*report, "--overwrite"]) == 0
+    assert (tmp_path / "tables" / ".rope-interp").is_file()
+    assert (tmp_path / "tables" / "notes.md").read_bytes() == b"notes\n"
+    assert cli.main(report) == 0  # now marked, and out/report.html is rope-interp's
+    capsys.readouterr()
 
 
 def test_special_files_are_refused_before_they_are_opened(tmp_path):
