@@ -67,7 +67,8 @@ def text_file_texts(patterns: str | Iterable[str]) -> list[str]:
 
 def resolve_text_files(patterns: str | Iterable[str]) -> list[str]:
     """The files named by paths or glob patterns, without reading them; raises
-    `RopeInterpError` for a pattern that matches nothing, a directory, or only empty files."""
+    `RopeInterpError` for a pattern that matches nothing, a directory, a FIFO, device or socket,
+    or only empty files."""
     patterns = [patterns] if isinstance(patterns, str | os.PathLike) else list(patterns)
     paths: list[str] = []
     for pattern in patterns:
@@ -80,7 +81,7 @@ def resolve_text_files(patterns: str | Iterable[str]) -> list[str]:
                 f"Corpus {pattern!r} is a directory; name the text files in it, e.g. "
                 f"'{folder}/*.txt'."
             )
-        paths.extend(p for p in matched if Path(p).is_file())
+        paths.extend(str(p) for p in _files_among(matched))
     if paths and all(Path(p).stat().st_size == 0 for p in paths):
         raise RopeInterpError(f"The corpus files {patterns} are empty; give files with text.")
     return paths
@@ -231,11 +232,19 @@ def _file_paths(patterns: Iterable[str]) -> list[Path]:
         matched = sorted(glob.glob(os.path.expanduser(str(pattern)), recursive=True))
         if not matched:
             raise RopeInterpError(f"No file matches {pattern!r}: give existing paths or globs.")
-        files = [Path(p) for p in matched if Path(p).is_file()]
+        files = _files_among(matched)
         if not files:
             raise RopeInterpError(f"{pattern!r} names no file (a directory? use DIR/*.txt).")
         paths.extend(files)
     return paths
+
+
+def _files_among(matched: Iterable[str]) -> list[Path]:
+    """The files a glob matched, folders skipped; a FIFO, device or socket is refused (reading
+    one could block forever)."""
+    from rope_interp.files import check_regular_file
+
+    return [check_regular_file(p, "Corpus file") for p in matched if not Path(p).is_dir()]
 
 
 def _column_error(where: str, column: str, columns) -> RopeInterpError:

@@ -36,6 +36,7 @@ from rope_interp.checkpoints import (
     rope_type,
 )
 from rope_interp.errors import RopeInterpError
+from rope_interp.files import check_regular_file
 from rope_interp.hf_loading import quiet
 
 BUILTIN_MODEL = "smollm2-135m"
@@ -199,6 +200,7 @@ def check_gguf_file(path: str | Path) -> Path:
         raise RopeInterpError(f"GGUF file not found: {path}. Give the path of a .gguf file.")
     if path.is_dir():
         raise RopeInterpError(f"{path} is a directory, not a GGUF file.")
+    check_regular_file(path, "GGUF file")  # a FIFO would block the read below forever
     try:
         with path.open("rb") as handle:
             magic = handle.read(4)

@@ -32,6 +32,7 @@ from torch import Tensor
 from rope_interp.atomic import atomic_write
 from rope_interp.capturing import RotaryCapture, resolve_layers
 from rope_interp.errors import RopeInterpError
+from rope_interp.files import check_regular_file, refuse_overlap, refuse_repeated
 from rope_interp.runner import run_batches
 from rope_interp.spec import RotarySpec
 
@@ -361,14 +362,20 @@ class PairStats:
         return pd.concat(frames, ignore_index=True)
 
 
+def _existing_stats_file(path: str | Path) -> Path:
+    """`path` if it is a regular file; else a `RopeInterpError` (missing, a folder, a FIFO)."""
+    path = Path(path)
+    if not path.exists():
+        raise RopeInterpError(f"No statistics file at {str(path)!r}.")
+    return check_regular_file(path, "Statistics file")
+
+
 def read_stats_file(path: str | Path) -> tuple[dict[str, Tensor], dict[str, str]]:
     """The tensors and metadata of a `PairStats.save` file; a `RopeInterpError` for anything
     else (missing, not safetensors, no rope-interp metadata)."""
     from safetensors import SafetensorError, safe_open
 
-    path = Path(path)
-    if not path.is_file():
-        raise RopeInterpError(f"No statistics file at {str(path)!r}.")
+    path = _existing_stats_file(path)
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
@@ -465,8 +472,8 @@ def merge_stats_files(out: str | Path, inputs: Iterable[str | Path]) -> dict[str
     inputs = [Path(p) for p in inputs]
     if len(inputs) < 2:
         raise RopeInterpError(f"merge needs at least two statistics files, got {len(inputs)}.")
-    if Path(out).resolve() in {p.resolve() for p in inputs}:
-        raise RopeInterpError(f"The output {out} is also an input; write to a new file.")
+    refuse_overlap([("the output", out)], [("input", p) for p in inputs])
+    refuse_repeated(map(_existing_stats_file, inputs), "input")  # one shard twice: counted twice
     first_path, *rest = inputs
     tensors, meta = read_stats_file(first_path)
     tensors = {key: value.clone() for key, value in tensors.items()}

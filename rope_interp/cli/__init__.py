@@ -3,14 +3,16 @@ model loads, and `main`.
 
 One module per command (its options, its checks, what it runs): `report_command`,
 `ablate_command`, `summary_command`, `stats_commands` (`stats` and `merge`). Shared: `options`
-(the parser class, model and corpus options and their checks), `loading` (the model and corpus
-an invocation names, table files) and `distributed` (torchrun)."""
+(the parser class, model and corpus options and their checks), `outputs` (what a command writes,
+checked against what it reads), `loading` (the model and corpus an invocation names, table
+files) and `distributed` (torchrun)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from rope_interp.cli.ablate_command import add_ablate_command, validate_ablate
 from rope_interp.cli.options import (
@@ -19,6 +21,7 @@ from rope_interp.cli.options import (
     check_model_name,
     check_model_options,
 )
+from rope_interp.cli.outputs import check_outputs, model_inputs
 from rope_interp.cli.report_command import add_report_command, validate_report
 from rope_interp.cli.stats_commands import (
     add_merge_command,
@@ -49,23 +52,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# The checks of each model-running command's own options; each returns what it would write.
+VALIDATORS = {
+    "report": validate_report,
+    "ablate": validate_ablate,
+    "stats": validate_stats,
+    "summary": lambda args: [],
+}
+
+
 def validate_args(args: argparse.Namespace) -> None:
     """Every check that needs no model, before any work: one `RopeInterpError` naming the
-    option, the value and what is accepted."""
-    from rope_interp.atomic import check_writable_dir, check_writable_file
-
+    option, the value and what is accepted; last, every output against every input."""
     if args.command == "merge":
-        validate_merge(args, check_writable_file)
-        return
-    check_model_options(args)
-    if args.command == "report":
-        validate_report(args, check_writable_file, check_writable_dir)
-    elif args.command == "stats":
-        validate_stats(args, check_writable_file)
-    elif args.command == "ablate":
-        validate_ablate(args, check_writable_file, check_writable_dir)
-    check_model_name(args.model)
-    check_corpus_source(args.corpus)
+        outputs, inputs = validate_merge(args), [("IN", Path(p)) for p in args.inputs]
+    else:
+        check_model_options(args)
+        outputs = VALIDATORS[args.command](args)
+        check_model_name(args.model)
+        inputs = model_inputs(args.model, check_corpus_source(args.corpus))
+    check_outputs(outputs, inputs, overwrite=getattr(args, "overwrite", False))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

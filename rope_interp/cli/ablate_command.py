@@ -22,6 +22,7 @@ from rope_interp.cli.options import (
     progress_note,
     split_list,
 )
+from rope_interp.cli.outputs import Output, add_overwrite_option
 from rope_interp.errors import RopeInterpError
 
 
@@ -77,10 +78,12 @@ def add_ablate_command(commands) -> None:
         "--run-dir", default=None, help="where partial results go (default: OUT's name + .runs)"
     )
     ablate.add_argument("--quiet", action="store_true", help="no progress output")
+    add_overwrite_option(ablate)
     ablate.set_defaults(func=cmd_ablate)
 
 
-def validate_ablate(args: argparse.Namespace, check_file, check_dir) -> None:
+def validate_ablate(args: argparse.Namespace) -> list[Output]:
+    """The checks of `ablate`'s own options; returns what it writes."""
     from rope_interp.conditions import ABLATION_GROUPS
 
     out = Path(args.out)
@@ -103,9 +106,11 @@ def validate_ablate(args: argparse.Namespace, check_file, check_dir) -> None:
     if outside:
         raise RopeInterpError(f"--p values must lie in [0, 1]; got {args.p!r}.")
     floats(args.phi, "--phi")
-    check_file(out, "--out")
-    check_file(heads_path(out), "--out (its per-head table)")
-    check_dir(run_dir(args), "--run-dir")
+    return [
+        Output("--out", out, "ablation-table"),
+        Output("--out (its per-head table)", heads_path(out), "heads-table"),
+        Output("--run-dir", run_dir(args), "folder"),
+    ]
 
 
 def heads_path(out: Path) -> Path:
@@ -136,6 +141,7 @@ def cmd_ablate(args: argparse.Namespace) -> None:
     from rope_interp.conditions import standard_conditions
     from rope_interp.data import Corpus
     from rope_interp.experiment import run_experiment
+    from rope_interp.files import mark_folder
     from rope_interp.results import merge_results
     from rope_interp.spec import RotarySpec
 
@@ -158,6 +164,7 @@ def cmd_ablate(args: argparse.Namespace) -> None:
             phases=floats(args.phi, "--phi"),
             n_random=args.random_controls,
         )
+        mark_folder(runs)
         rank_dirs = [runs / f"rank-{r}-of-{world}" for r in range(world)] if world > 1 else [runs]
         shard = corpus.tokens[rank_windows(len(corpus.tokens), rank, world)]
         on_ranks = f", split over {world} ranks" if world > 1 else ""

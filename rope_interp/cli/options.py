@@ -133,14 +133,14 @@ def check_model_name(name: str) -> None:
         raise RopeInterpError(f"--model: {error}") from None
 
 
-def check_corpus_source(source: str) -> None:
-    """`--corpus`: the embedded corpus, a HF dataset, or text files that exist."""
+def check_corpus_source(source: str) -> list[str]:
+    """`--corpus`: the embedded corpus, a HF dataset, or text files that exist (returned)."""
     from rope_interp.data import EMBEDDED_CORPUS, resolve_text_files
 
     if source == EMBEDDED_CORPUS or source.startswith("hf:"):
-        return
+        return []
     try:
-        resolve_text_files(source.split(","))
+        return resolve_text_files(source.split(","))
     except RopeInterpError as error:
         raise RopeInterpError(f"--corpus: {error}") from None
 

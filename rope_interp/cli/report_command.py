@@ -9,6 +9,7 @@ from pathlib import Path
 
 from rope_interp.cli import loading
 from rope_interp.cli.options import HelpFormatter, add_model_options, progress_note, split_list
+from rope_interp.cli.outputs import Output, add_overwrite_option
 from rope_interp.errors import RopeInterpError
 
 
@@ -66,28 +67,36 @@ def add_report_command(commands) -> None:
         "--format", default="png", choices=("png", "svg", "pdf"), help="image format of --figures"
     )
     report.add_argument("--quiet", action="store_true", help="no progress output")
+    add_overwrite_option(report)
     report.set_defaults(func=cmd_report)
 
 
-def validate_report(args: argparse.Namespace, check_file, check_dir) -> None:
+def validate_report(args: argparse.Namespace) -> list[Output]:
+    """The checks of `report`'s own options; returns what it writes."""
     from rope_interp.report import resolve_sections
 
     resolve_sections(split_list(args.sections))  # a typo fails here, not after the model
     if Path(args.out).suffix.lower() not in (".html", ".htm"):
         raise RopeInterpError(f"--out must end in .html, got {args.out!r}.")
-    check_file(args.out, "--out")
-    if args.save_tables is not None:
-        check_dir(args.save_tables, "--save-tables")
     if args.figures is not None:
         from rope_interp.plots.export import check_image_export
 
-        check_dir(args.figures, "--figures")
         check_image_export(args.format)
+    return [Output("--out", args.out, "report")] + [
+        Output(option, folder, "folder") for option, folder in report_folders(args)
+    ]
+
+
+def report_folders(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """The folders `report` writes into besides --out's: `(option, folder)`."""
+    named = (("--save-tables", args.save_tables), ("--figures", args.figures))
+    return [(option, folder) for option, folder in named if folder is not None]
 
 
 def cmd_report(args: argparse.Namespace) -> None:
     """Run the analyses and standard ablations and write one self-contained HTML report."""
     from rope_interp.data import Corpus
+    from rope_interp.files import mark_folder
     from rope_interp.report import build_report, resolve_sections
 
     sections = split_list(args.sections)
@@ -136,6 +145,8 @@ def cmd_report(args: argparse.Namespace) -> None:
     report.meta["run time"] = (
         f"{time.perf_counter() - started:.0f} s in all (model loading included)"
     )
+    for _, folder in report_folders(args):
+        mark_folder(folder)
     path = report.write(out, tables_dir=args.save_tables)
     if args.figures is not None:
         images = report.write_figures(args.figures, args.format)

@@ -10,6 +10,7 @@ from pathlib import Path
 from rope_interp.cli import loading
 from rope_interp.cli.distributed import process_group
 from rope_interp.cli.options import HelpFormatter, add_model_options
+from rope_interp.cli.outputs import Output, add_overwrite_option
 from rope_interp.errors import RopeInterpError
 
 
@@ -42,6 +43,7 @@ def add_stats_command(commands) -> None:
         "--text-column", default="text", help="the text field of .jsonl/.parquet corpus files"
     )
     stats.add_argument("--out", required=True, help="output: .safetensors, .csv or .parquet")
+    add_overwrite_option(stats)
     stats.set_defaults(func=cmd_stats)
 
 
@@ -55,6 +57,7 @@ def add_merge_command(commands) -> None:
     )
     merge.add_argument("out", metavar="OUT", help="the merged .safetensors file to write")
     merge.add_argument("inputs", metavar="IN", nargs="+", help="statistics files to combine")
+    add_overwrite_option(merge)
     merge.set_defaults(func=cmd_merge)
 
 
@@ -65,7 +68,8 @@ def token_budget(text: str) -> int | None:
     return None if text.strip().lower() == "all" else parse_token_count(text)
 
 
-def validate_stats(args: argparse.Namespace, check_file) -> None:
+def validate_stats(args: argparse.Namespace) -> list[Output]:
+    """The checks of `stats`'s own options; returns what it writes."""
     from rope_interp.data import parse_shard
 
     token_budget(args.tokens)
@@ -74,13 +78,15 @@ def validate_stats(args: argparse.Namespace, check_file) -> None:
         raise RopeInterpError(
             f"--out must end in .safetensors, .csv or .parquet, got {args.out!r}."
         )
-    check_file(args.out, "--out")
+    kind = "stats" if args.out.endswith(".safetensors") else "stats-table"
+    return [Output("--out", args.out, kind)]
 
 
-def validate_merge(args: argparse.Namespace, check_file) -> None:
+def validate_merge(args: argparse.Namespace) -> list[Output]:
+    """The checks of `merge`'s own arguments; returns what it writes."""
     if not args.out.endswith(".safetensors"):
         raise RopeInterpError(f"merge writes .safetensors; got OUT {args.out!r}.")
-    check_file(args.out, "OUT")
+    return [Output("OUT", args.out, "stats")]
 
 
 def cmd_stats(args: argparse.Namespace) -> None:
