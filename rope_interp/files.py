@@ -149,11 +149,12 @@ def mark_folder(folder: str | Path) -> Path:
 
 def written_by_rope_interp(path: str | Path, kind: str) -> bool:
     """Whether `path` (an existing regular file, or a folder for kind 'folder') holds only what
-    rope-interp writes there: a folder that is empty or carries the `MARKER`; an empty file;
-    or a file of `kind` (a key of `KINDS`) recognised by its content."""
+    rope-interp writes there: a folder that is empty, carries the `MARKER` or is an experiment
+    run folder written before the marker existed; an empty file; or a file of `kind` (a key of
+    `KINDS`) recognised by its content."""
     path = Path(path)
     if kind == "folder":
-        return not any(path.iterdir()) or (path / MARKER).is_file()
+        return not any(path.iterdir()) or (path / MARKER).is_file() or _is_run_folder(path)
     head = _head(path)
     if not head.strip():
         return path.stat().st_size == len(head)  # empty or blank: nothing to lose
@@ -162,6 +163,22 @@ def written_by_rope_interp(path: str | Path, kind: str) -> bool:
     if kind == "stats":
         return {"spec", "tokens_seen"} <= set(_safetensors_metadata(path))
     return set(TABLE_COLUMNS[kind]) <= set(_table_columns(path, head))
+
+
+def _is_run_folder(path: Path) -> bool:
+    """An experiment run folder of an earlier rope-interp (no marker yet): a `conditions`
+    folder of condition records (JSON objects with name, key and parts), nothing foreign."""
+    records = list((path / "conditions").glob("*.json")) if (path / "conditions").is_dir() else []
+    if not records:
+        return False
+    for record in records:
+        try:
+            content = json.loads(record.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError):
+            return False
+        if not (isinstance(content, dict) and {"name", "key", "parts"} <= set(content)):
+            return False
+    return True
 
 
 def _head(path: Path) -> bytes:

@@ -100,6 +100,11 @@ def test_ablate_writes_tables_and_resumes(tiny, tmp_path, capsys):
     assert cli.main([*argv[:-1]]) == 0  # second run: everything reused
     assert "resumed: 4 condition(s)" in capsys.readouterr().err
     pd.testing.assert_frame_equal(pd.read_csv(out), summary)
+    # A run folder written before rope-interp marked its folders still resumes as its own.
+    (markers,) = tmp_path.rglob(".rope-interp")
+    markers.unlink()
+    assert cli.main([*argv[:-1]]) == 0
+    assert "resumed: 4 condition(s)" in capsys.readouterr().err
 
 
 def test_ablate_recomputes_when_the_bootstrap_changes(tiny, tmp_path, capsys):
