@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from rope_interp.errors import RopeInterpError
+from rope_interp.hf_loading import quiet
 
 # Architecture (config.json "architectures"[0]) -> name of its TransformerLens weight converter.
 CONVERTERS = {
@@ -105,7 +106,8 @@ def load_checkpoint(
     cfg = HookedTransformerConfig(
         **cfg_dict, device=str(device), dtype=dtype, n_devices=int(n_devices)
     )
-    hf_model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
+    with quiet():
+        hf_model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
     converter = getattr(weight_conversions, CONVERTERS[cfg.original_architecture])
     state_dict = converter(hf_model, cfg)
     del hf_model

@@ -14,6 +14,7 @@ import contextlib
 import io
 import logging
 import os
+import threading
 import warnings
 from pathlib import Path
 from typing import Any
@@ -58,13 +59,14 @@ def load_checkpoint_bridge(
             "(pytorch_model.bin). Convert it to safetensors first."
         )
     overrides = {} if n_ctx is None else {"max_position_embeddings": int(n_ctx)}
-    hf_model = AutoModelForCausalLM.from_pretrained(
-        str(path), dtype=dtype, use_safetensors=True, trust_remote_code=False, **overrides
-    )
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=False)
-    except (OSError, ValueError):
-        tokenizer = None
+    with quiet():
+        hf_model = AutoModelForCausalLM.from_pretrained(
+            str(path), dtype=dtype, use_safetensors=True, trust_remote_code=False, **overrides
+        )
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=False)
+        except (OSError, ValueError):
+            tokenizer = None
     return boot(hf_model, tokenizer, device, dtype)
 
 
@@ -152,18 +154,27 @@ def read_gguf_model(path: Path) -> tuple[Any, Any]:
     return hf_model, tokenizer
 
 
+# transformers builds models inside `no_init_weights`, which swaps torch.nn.init's functions
+# for no-ops process-wide and swaps them back on exit: two threads building models at once can
+# leave the no-ops in place for good, and every later model uninitialised (garbage weights).
+# The redirections below are process-wide too. So loads take turns within a process.
+_LOADING = threading.RLock()
+
+
 @contextlib.contextmanager
 def quiet():
-    """Silence library chatter (deprecation warnings, dequantization progress bars)."""
-    level = logging.getLogger("transformers").level
-    logging.getLogger("transformers").setLevel(logging.ERROR)
-    try:
-        with (
-            warnings.catch_warnings(),
-            contextlib.redirect_stderr(io.StringIO()),
-            contextlib.redirect_stdout(io.StringIO()),
-        ):
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        logging.getLogger("transformers").setLevel(level)
+    """Build or load one model at a time in this process, with the libraries' chatter
+    (deprecation warnings, dequantization progress bars) silenced."""
+    with _LOADING:
+        level = logging.getLogger("transformers").level
+        logging.getLogger("transformers").setLevel(logging.ERROR)
+        try:
+            with (
+                warnings.catch_warnings(),
+                contextlib.redirect_stderr(io.StringIO()),
+                contextlib.redirect_stdout(io.StringIO()),
+            ):
+                warnings.simplefilter("ignore")
+                yield
+        finally:
+            logging.getLogger("transformers").setLevel(level)

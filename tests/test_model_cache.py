@@ -187,8 +187,12 @@ def test_full_disk_while_building_leaves_no_entry_and_no_orphans(fake_source, mo
 
 
 def test_concurrent_first_loads_convert_once(fake_source):
+    """Three threads load at once: one conversion, equal models, and torch's init functions
+    intact afterwards (transformers swaps them for no-ops while it builds a model; two builds
+    at once once left the no-ops in place, and every later model with garbage weights)."""
     source, conversions, reference = fake_source
     results, errors = [], []
+    inits = {name: getattr(torch.nn.init, name) for name in ("normal_", "kaiming_uniform_")}
 
     def load():
         try:
@@ -205,6 +209,7 @@ def test_concurrent_first_loads_convert_once(fake_source):
     assert len(conversions) == 1
     expected = reference(TOKENS)
     assert all(torch.equal(r, expected) for r in results)
+    assert {name: getattr(torch.nn.init, name) for name in inits} == inits
 
 
 _WORKER = textwrap.dedent(
