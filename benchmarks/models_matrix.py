@@ -29,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 from rope_interp.atomic import atomic_write_text  # noqa: E402
 from rope_interp.errors import RopeInterpError  # noqa: E402
 from rope_interp.family_check import (  # noqa: E402
+    LONGROPE_SCALING,
     build_checkpoint,
     edited_checkpoint,
     families,
@@ -59,17 +60,7 @@ VARIANTS = [
     (
         "Phi-3 with LongRoPE (128k)",
         "Phi-3",
-        dict(
-            # (Phi-3's config reads the original context from the top-level field)
-            original_max_position_embeddings=64,
-            rope_parameters=dict(
-                rope_type="longrope",
-                rope_theta=10000.0,
-                short_factor=[1.0] * 8,
-                long_factor=[2.0] * 8,
-                original_max_position_embeddings=64,
-            ),
-        ),
+        dict(original_max_position_embeddings=64, rope_parameters=dict(LONGROPE_SCALING)),
     ),
 ]
 # HookedTransformer options with no TransformerLens 4 counterpart: (row name, config overrides).

@@ -47,6 +47,16 @@ LLAMA3_SCALING = dict(
     high_freq_factor=4.0,
     original_max_position_embeddings=64,
 )
+# Phi-3's LongRoPE on the same 64-token original context (short factors 1, long factors 2, for
+# the tiny models' 8 frequencies); Phi-3's config also wants the top-level
+# original_max_position_embeddings.
+LONGROPE_SCALING = dict(
+    rope_type="longrope",
+    rope_theta=10000.0,
+    short_factor=[1.0] * 8,
+    long_factor=[2.0] * 8,
+    original_max_position_embeddings=64,
+)
 
 
 def tiny_config(config_class: str, **overrides) -> Any:

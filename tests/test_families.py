@@ -13,7 +13,13 @@ import torch
 
 from rope_interp.checkpoints import hooked_config
 from rope_interp.errors import RopeInterpError
-from rope_interp.family_check import build_checkpoint, edited_checkpoint, families, measure
+from rope_interp.family_check import (
+    LONGROPE_SCALING,
+    build_checkpoint,
+    edited_checkpoint,
+    families,
+    measure,
+)
 from rope_interp.models import load_model
 from tests.helpers import HOST, bridge_only
 
@@ -139,16 +145,9 @@ def test_longrope_is_exact_within_its_original_context_and_refused_beyond(checkp
     from rope_interp.pairs import score_contributions
     from rope_interp.spec import RotarySpec
 
-    longrope = dict(
-        rope_type="longrope",
-        rope_theta=10000.0,
-        short_factor=[1.0] * 8,
-        long_factor=[2.0] * 8,
-        original_max_position_embeddings=64,
-    )
     path = edited_checkpoint(
         checkpoints["Phi-3"], tmp_path / "longrope", original_max_position_embeddings=64,
-        rope_parameters=longrope,
+        rope_parameters=dict(LONGROPE_SCALING),
     )  # fmt: skip
     short = torch.randint(3, 128, (1, 40), generator=torch.Generator().manual_seed(0))
     measured = measure(path, short)
