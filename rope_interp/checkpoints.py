@@ -110,7 +110,6 @@ def load_checkpoint(
         hf_model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
     converter = getattr(weight_conversions, CONVERTERS[cfg.original_architecture])
     state_dict = converter(hf_model, cfg)
-    del hf_model
     model = HookedTransformer(cfg, tokenizer=_tokenizer(path), move_to_device=False)
     model.load_and_process_state_dict(
         {k: v.detach().to(dtype) for k, v in state_dict.items()},
@@ -119,11 +118,37 @@ def load_checkpoint(
         center_unembed=False,
         fold_value_biases=False,
     )
+    check_against_checkpoint(model, hf_model, cfg.original_architecture)
+    del hf_model
     if int(n_devices) > 1:
         model.move_model_modules_to_device()
     else:
         model.to(device)
     return model.eval()
+
+
+def check_against_checkpoint(model: Any, hf_model: Any, arch: str) -> None:
+    """Raise `RopeInterpError` unless the built model rotates every layer by the frequencies the
+    checkpoint's own rotary module computes (its `inv_freq` after scaling, per layer type):
+    a conversion that misread a `rope_parameters` field is refused, naming the layer."""
+    from rope_interp.backends._geometry import check_thetas
+    from rope_interp.hf_loading import hf_frequencies
+    from rope_interp.spec import RotarySpec
+
+    spec = RotarySpec.from_model(model, check_config=False)
+    frequencies = hf_frequencies(hf_model)
+    layer_types = getattr(hf_model.config.get_text_config(), "layer_types", None)
+    for layer, thetas in enumerate(spec.thetas):
+        key = "all" if "all" in frequencies else layer_types[layer]
+        expected = frequencies[key]
+        if expected.shape != thetas.shape:
+            raise RopeInterpError(
+                f"{arch}: layer {layer} rotates {thetas.numel()} pairs but the checkpoint's "
+                f"rotary module has {expected.numel()} frequencies (check rotary_dim / "
+                "partial_rotary_factor)."
+            )
+        what = f"the checkpoint's own rotary module ({key} frequencies, rope_parameters)"
+        check_thetas(thetas, expected, spec.cos[layer].dtype, f"{arch} layer {layer}", what)
 
 
 def _tl_config(path: Path) -> dict[str, Any]:

@@ -250,22 +250,6 @@ def tiny_tokenizer(vocab_size: int) -> Any:
     )
 
 
-def hf_inv_freqs(hf_model: Any) -> dict[str, torch.Tensor]:
-    """The HF rotary module's frequencies after scaling, by layer type ("all" if one)."""
-    rotary = next(m for n, m in hf_model.named_modules() if n.endswith("rotary_emb"))
-    found = {
-        ("all" if name == "inv_freq" else name.removesuffix("_inv_freq")): buf.double()
-        for name, buf in rotary.named_buffers()
-        if name.endswith("inv_freq") and "original" not in name
-    }
-    if found:
-        return found
-    # GPT-J: a sin/cos table; its frequencies are the angles at position 1.
-    table = rotary.embed_positions.double()
-    half = table.shape[-1] // 2
-    return {"all": torch.atan2(table[1, :half], table[1, half:])}
-
-
 def measure(path: Path, tokens: torch.Tensor) -> dict[str, float]:
     """Every number of the module docstring for the checkpoint at `path`."""
     from transformer_lens.utilities.activation_functions import apply_softcap
@@ -273,6 +257,7 @@ def measure(path: Path, tokens: torch.Tensor) -> dict[str, float]:
 
     from rope_interp.backends import backend_for
     from rope_interp.capturing import capture
+    from rope_interp.hf_loading import hf_frequencies
     from rope_interp.models import load_model
     from rope_interp.pairs import score_contributions
     from rope_interp.spec import RotarySpec
@@ -285,7 +270,7 @@ def measure(path: Path, tokens: torch.Tensor) -> dict[str, float]:
     out: dict[str, float] = {"logits": (ours - theirs).abs().max().item()}
 
     spec = RotarySpec.from_model(model)
-    freqs = hf_inv_freqs(hf)
+    freqs = hf_frequencies(hf)
     layer_types = getattr(hf.config.get_text_config(), "layer_types", None)
     theta_err = 0.0
     for layer in range(spec.n_layers):

@@ -154,6 +154,22 @@ def read_gguf_model(path: Path) -> tuple[Any, Any]:
     return hf_model, tokenizer
 
 
+def hf_frequencies(hf_model: Any) -> dict[str, torch.Tensor]:
+    """The HF rotary module's frequencies after scaling, by layer type ("all" if one)."""
+    rotary = next(m for n, m in hf_model.named_modules() if n.endswith("rotary_emb"))
+    found = {
+        ("all" if name == "inv_freq" else name.removesuffix("_inv_freq")): buf.double()
+        for name, buf in rotary.named_buffers()
+        if name.endswith("inv_freq") and "original" not in name
+    }
+    if found:
+        return found
+    # GPT-J: a sin/cos table; its frequencies are the angles at position 1.
+    table = rotary.embed_positions.double()
+    half = table.shape[-1] // 2
+    return {"all": torch.atan2(table[1, :half], table[1, half:])}
+
+
 # transformers builds models inside `no_init_weights`, which swaps torch.nn.init's functions
 # for no-ops process-wide and swaps them back on exit: two threads building models at once can
 # leave the no-ops in place for good, and every later model uninitialised (garbage weights).

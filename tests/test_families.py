@@ -21,7 +21,7 @@ from rope_interp.family_check import (
     measure,
 )
 from rope_interp.models import load_model
-from tests.helpers import HOST, bridge_only
+from tests.helpers import HOST, bridge_only, hooked_only
 
 NAMES = [family.name for family in families()]
 
@@ -159,3 +159,19 @@ def test_longrope_is_exact_within_its_original_context_and_refused_beyond(checkp
     got = capture(model, long, kinds=("q", "k"))
     with pytest.raises(RopeInterpError, match=r"Positions must lie in \[0, 64\)"):
         score_contributions(got.q(0), got.k(0), spec, 0)
+
+
+@hooked_only
+def test_a_conversion_that_misreads_the_rope_parameters_is_refused(checkpoints, monkeypatch):
+    """Loading compares the built HookedTransformer's θ with the checkpoint's own rotary
+    module: a conversion that read the wrong base (here: patched in) is refused by layer."""
+    from rope_interp import checkpoints as checkpoints_module
+
+    converted = checkpoints_module.hooked_config
+
+    def wrong_base(path):
+        return {**converted(path), "rotary_base": 12345.0}
+
+    monkeypatch.setattr(checkpoints_module, "hooked_config", wrong_base)
+    with pytest.raises(RopeInterpError, match="layer 0.*checkpoint's own rotary module"):
+        load_model(str(checkpoints["Llama"]), device="cpu")
