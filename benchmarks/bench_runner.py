@@ -5,6 +5,11 @@ SmolLM2-135M and the embedded corpus. Both modes run in the same process, altern
 results are checked to agree.
 
     python benchmarks/bench_runner.py --windows 4 --seq-len 256 --repeats 1
+
+GPU mode (random-weight SmolLM2-135M and Llama-3-8B shapes from bench_stats.py): the runner's
+cost per condition against one plain forward, with no attention metrics, 4 conditions + clean:
+
+    python benchmarks/bench_runner.py --gpu [--repeats 5]
 """
 
 from __future__ import annotations
@@ -23,6 +28,74 @@ from rope_interp.selection import select_band
 from rope_interp.spec import RotarySpec
 
 
+def gpu_main(args) -> None:
+    """Per-condition runner time ÷ one forward, without and with a run folder (resume keys)."""
+    print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}; median of {args.repeats}")
+    print(
+        "| shape | dtype | batch × seq | forward (ms) | runner ÷ (5 forwards) | with run folder |"
+    )
+    print("|---|---|---|---|---|---|")
+    for shape, (batch, seq_len) in {"smollm2-135m": (8, 1024), "llama-3-8b": (8, 2048)}.items():
+        for dtype in (torch.bfloat16, torch.float32)[: 1 if shape == "llama-3-8b" else 2]:
+            fwd, run, stored = gpu_ratios(shape, dtype, batch, seq_len, args.repeats)
+            print(
+                f"| {shape} | {str(dtype)[6:]} | {batch} × {seq_len} | {fwd * 1e3:.1f} | "
+                f"{run / fwd:.3f} | {stored / fwd:.3f} |",
+                flush=True,
+            )
+            torch.cuda.empty_cache()
+
+
+def gpu_ratios(shape: str, dtype, batch: int, seq_len: int, repeats: int):
+    """Median seconds of one forward (with loss), and of the runner per condition (4 + clean)
+    without and with a run folder."""
+    import statistics
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from bench_stats import GPU_SHAPES, random_model
+
+    model = random_model(shape, dtype, "cuda", n_ctx=seq_len)
+    spec = RotarySpec.from_model(model)
+    vocab = GPU_SHAPES[shape][0]["d_vocab"]
+    generator = torch.Generator().manual_seed(0)
+    tokens = torch.randint(0, vocab, (batch, seq_len), generator=generator).cuda()
+    conditions = [
+        Condition(f"zero {band} {k}", Intervention(model, select_band(spec, band, k=k)))
+        for band in ("high", "low")
+        for k in (4, 8)
+    ]
+
+    def forward():
+        with torch.no_grad():
+            model(tokens, return_type="loss")
+        torch.cuda.synchronize()
+
+    def runner(out_dir=None):
+        run_experiment(
+            model, conditions, tokens, out_dir=out_dir, batch_size=batch,
+            attention=False, progress=False, n_boot=100,
+        )  # fmt: skip
+        torch.cuda.synchronize()
+
+    forward(), runner()  # warm-up
+    times: dict[str, list[float]] = {"forward": [], "runner": [], "stored": []}
+    for _ in range(repeats):
+        for name, job in (("forward", forward), ("runner", runner)):
+            start = time.perf_counter()
+            job()
+            times[name].append(time.perf_counter() - start)
+        with tempfile.TemporaryDirectory() as folder:
+            start = time.perf_counter()
+            runner(Path(folder) / "run")
+            times["stored"].append(time.perf_counter() - start)
+    n = len(conditions) + 1
+    fwd, run, stored = (statistics.median(v) for v in times.values())
+    return fwd, run / n, stored / n
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--windows", type=int, default=4)
@@ -33,7 +106,10 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--no-attention", action="store_true", help="Δloss only")
+    parser.add_argument("--gpu", action="store_true", help="random-weight shapes on CUDA")
     args = parser.parse_args()
+    if args.gpu:
+        return gpu_main(args)
     torch.set_num_threads(args.threads)
 
     model = load_model("smollm2-135m", device="cpu")

@@ -4,7 +4,8 @@ CPU mode (the built-in SmolLM2-135M and embedded corpus):
 
     python benchmarks/bench_stats.py [--batch 8] [--seq-len 512] [--repeats 5] [--memory]
 
-GPU mode (random-weight models of real shapes, no download; bf16 and fp32):
+GPU mode (random-weight models of real shapes, no download; bf16 and fp32; a
+`HookedTransformer` under TransformerLens 3, a `TransformerBridge` of a transformers Llama under 4):
 
     python benchmarks/bench_stats.py --gpu [--shapes smollm2-135m,llama-3-8b]
         [--dtypes bfloat16,float32] [--repeats 10]
@@ -14,7 +15,9 @@ noise hits each alike; medians are reported:
   forward  plain `model(tokens, return_type=None)`
   minimal  the same with a minimal hook on the same hook points (hook_q, hook_k of every
            layer): the sum of fp32 per-pair norms, the least any statistic can cost
-  stream   one pass of `collect_pair_stats` (every layer, q and k)
+  stream   one pass of `collect_pair_stats` (every layer, q and k); on CUDA its reduction
+           runs through `torch.compile` (rope_interp/pair_reduction.py)
+  eager    (GPU) the same with the eager reduction (`PairStats(reduce_compiled=False)`)
   cache    (CPU, with --cache) `run_with_cache` of q, k, rot_q, rot_k, then the statistics
 With --memory (CPU): each mode once more in a fresh process, peak RSS above the loaded model.
 """
@@ -32,9 +35,11 @@ from pathlib import Path
 
 import torch
 
+from rope_interp.backends import backend_for
 from rope_interp.capturing import KINDS, hook_name
 from rope_interp.spec import RotarySpec
 from rope_interp.stats import PairStats, collect_pair_stats
+from rope_interp.testing import HOST
 
 # Random-weight stand-ins for real models: (config fields, batch, seq_len).
 GPU_SHAPES = {
@@ -70,8 +75,10 @@ GPU_SHAPES = {
 
 
 def random_model(shape: str, dtype: torch.dtype, device: str, n_ctx: int):
-    """A Llama-architecture `HookedTransformer` of a real model's shape, random weights built
-    directly on `device`."""
+    """A Llama-architecture model of a real model's shape with random weights built directly on
+    `device`: a `HookedTransformer` where TransformerLens has one, else a `TransformerBridge`."""
+    if HOST == "bridge":
+        return random_bridge(shape, dtype, device, n_ctx)
     from transformer_lens import HookedTransformer, HookedTransformerConfig
 
     fields = GPU_SHAPES[shape][0]
@@ -103,16 +110,50 @@ def random_model(shape: str, dtype: torch.dtype, device: str, n_ctx: int):
     return model.eval()
 
 
+def random_bridge(shape: str, dtype: torch.dtype, device: str, n_ctx: int):
+    """The same shape as a transformers `LlamaForCausalLM` (random init on `device`), wrapped
+    in a `TransformerBridge`."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from rope_interp.hf_loading import boot, quiet
+    from rope_interp.testing import word_tokenizer
+
+    f = GPU_SHAPES[shape][0]
+    config = LlamaConfig(
+        hidden_size=f["d_model"],
+        num_hidden_layers=f["n_layers"],
+        num_attention_heads=f["n_heads"],
+        num_key_value_heads=f["n_key_value_heads"],
+        head_dim=f["d_head"],
+        intermediate_size=f["d_mlp"],
+        vocab_size=f["d_vocab"],
+        rope_theta=f["rotary_base"],
+        max_position_embeddings=n_ctx,
+        initializer_range=0.02,
+        tie_word_embeddings=False,
+    )
+    torch.manual_seed(0)
+    with quiet(), torch.device(device):
+        hf_model = LlamaForCausalLM(config).to(dtype)
+    return boot(hf_model, word_tokenizer(), device, dtype, default_prepend_bos=False)
+
+
 def minimal_hooks(model, sink: list):
-    """Hooks on hook_q/hook_k of every layer adding the sum of fp32 per-pair norms to `sink`."""
+    """Hooks on the q/k read points of every layer adding the sum of fp32 per-pair norms to
+    `sink` (on a bridge, the same hooks and transforms the statistics read)."""
     spec = RotarySpec.from_model(model, check_config=False)
+    backend = backend_for(model)
     rot, n_pairs = spec.rotary_dim, spec.n_pairs
 
-    def hook(tensor, hook):
-        squares = tensor[..., :rot].float().square()
-        sink.append((squares[..., :n_pairs] + squares[..., n_pairs:]).sqrt().sum())
+    def hook_for(point):
+        def hook(tensor, hook):
+            squares = point.read(tensor)[..., :rot].float().square()
+            sink.append((squares[..., :n_pairs] + squares[..., n_pairs:]).sqrt().sum())
 
-    return [(hook_name(kind, layer), hook) for layer in range(spec.n_layers) for kind in "qk"]
+        return hook
+
+    points = [backend.read_point(kind, layer) for layer in range(spec.n_layers) for kind in "qk"]
+    return [(point.hook, hook_for(point)) for point in points]
 
 
 def run_mode(mode: str, model, tokens: torch.Tensor) -> None:
@@ -124,8 +165,11 @@ def run_mode(mode: str, model, tokens: torch.Tensor) -> None:
         with torch.no_grad():
             model.run_with_hooks(tokens, fwd_hooks=minimal_hooks(model, sink), return_type=None)
         torch.stack(sink).sum().item()
-    elif mode == "stream":
-        collect_pair_stats(model, [tokens], progress=False)
+    elif mode in ("stream", "eager"):
+        spec = RotarySpec.from_model(model, check_config=False)
+        compiled = None if mode == "stream" else False  # None: compiled on CUDA
+        stats = PairStats(spec, device=tokens.device, reduce_compiled=compiled)
+        collect_pair_stats(model, [tokens], progress=False, stats=stats)
     elif mode == "cache":
         spec = RotarySpec.from_model(model, check_config=False)
         stats = PairStats(spec, device=model.cfg.device)
@@ -218,19 +262,21 @@ def gpu_main(args) -> None:
         f"median of {args.repeats} interleaved repeats"
     )
     print(
-        "| shape | dtype | batch × seq | forward (ms) | minimal ×fwd | stream ×fwd "
-        "| stream ×minimal | stream peak above forward (MiB) |"
+        "| shape | dtype | batch × seq | forward (ms) | minimal ×fwd | eager ×fwd | stream ×fwd "
+        "| eager ×minimal | stream ×minimal | stream peak above forward (MiB) |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for shape in args.shapes.split(","):
         _, batch, seq_len = GPU_SHAPES[shape]
         for dtype_name in args.dtypes.split(","):
             dtype = getattr(torch, dtype_name)
             model = random_model(shape, dtype, device, n_ctx=seq_len)
             generator = torch.Generator().manual_seed(0)
-            tokens = torch.randint(0, model.cfg.d_vocab, (batch, seq_len), generator=generator)
+            tokens = torch.randint(
+                0, GPU_SHAPES[shape][0]["d_vocab"], (batch, seq_len), generator=generator
+            )
             tokens = tokens.to(device)
-            modes = ("forward", "minimal", "stream")
+            modes = ("forward", "minimal", "eager", "stream")
             medians = time_modes(modes, model, tokens, args.repeats)
             peaks = {}
             for mode in ("forward", "stream"):
@@ -240,7 +286,8 @@ def gpu_main(args) -> None:
             fwd = medians["forward"]
             print(
                 f"| {shape} | {dtype_name} | {batch} × {seq_len} | {fwd * 1e3:.1f} | "
-                f"{medians['minimal'] / fwd:.3f} | {medians['stream'] / fwd:.3f} | "
+                f"{medians['minimal'] / fwd:.3f} | {medians['eager'] / fwd:.3f} | "
+                f"{medians['stream'] / fwd:.3f} | {medians['eager'] / medians['minimal']:.3f} | "
                 f"{medians['stream'] / medians['minimal']:.3f} | "
                 f"{peaks['stream'] - peaks['forward']:.0f} |",
                 flush=True,

@@ -8,8 +8,9 @@ Per (layer, head, pair), for q (query heads) and k (KV heads):
 and the same restricted to position 0 (`first_*`: attention sinks live at the first key).
 Plus Σ‖x_pass‖² per head for partial-rotary models.
 
-Cost: each captured batch is reduced over (batch, pos) on the model's device in a few kernels
-(no complex tensors), into a small per-batch buffer; the buffer is folded into the float64
+Cost: each captured batch is reduced over (batch, pos) on the model's device
+(`pair_reduction`: a few real-valued kernels, fused by `torch.compile` on CUDA), into a small
+per-batch buffer; the buffer is folded into the float64
 totals once per batch. The reduction runs in float64 on CPU (totals exact to ~1e-15) and in
 float32 on accelerators (relative error ~1e-6 per batch, far below sampling noise);
 `reduce_dtype` overrides the choice.
@@ -33,6 +34,7 @@ from rope_interp.atomic import atomic_write
 from rope_interp.capturing import RotaryCapture, resolve_layers
 from rope_interp.errors import RopeInterpError
 from rope_interp.files import check_regular_file, refuse_overlap, refuse_repeated
+from rope_interp.pair_reduction import N_FIELDS, compiled_reduce_pairs, reduce_pairs
 from rope_interp.runner import run_batches
 from rope_interp.spec import RotarySpec
 
@@ -49,7 +51,7 @@ _SUMS = (
     "count",
     "first_count",
 )
-_N_REDUCED = 7
+_N_REDUCED = N_FIELDS
 _FIELDS = (*_SUMS, "max_norm", "sum_pass_sq")
 FORMAT = "rope-interp.pair-stats/2"
 # θ from float32 cos/sin buffers agree to ~1e-7 relative across devices.
@@ -106,6 +108,7 @@ class PairStats:
         device="cpu",
         reduce_dtype: torch.dtype | None = None,
         model_id: str | None = None,
+        reduce_compiled: bool | None = None,
     ):
         self.spec = spec
         self.layers = resolve_layers(spec, layers)
@@ -115,6 +118,10 @@ class PairStats:
         if reduce_dtype not in (torch.float32, torch.float64):
             raise RopeInterpError(f"reduce_dtype must be float32 or float64, got {reduce_dtype}.")
         self.reduce_dtype = reduce_dtype
+        # torch.compile fuses the reduction's ~10 kernel launches per hook (CUDA only).
+        self.reduce_compiled = (
+            self.device.type == "cuda" if reduce_compiled is None else reduce_compiled
+        )
         self.model_id = model_id
         self.tokens_seen = 0
         self.sequences_seen = 0
@@ -155,34 +162,14 @@ class PairStats:
 
     def _reduce(self, kind: str, row: int, x: Tensor) -> None:
         """Sums, maxima and first-position sums of one batch over (batch, pos), into the
-        per-batch buffer: one contiguous copy in the reduce dtype, then elementwise squares
-        and column reductions (no complex numbers, no strided reductions, which are slow on
-        CPU)."""
-        batch, pos, heads, d_head = x.shape
-        rot, n_pairs = self.spec.rotary_dim, self.spec.n_pairs
-        flat = x.to(self.reduce_dtype, memory_format=torch.contiguous_format)
-        flat = flat.reshape(batch * pos, heads, d_head)
-        sq = flat.square()
-        if self.spec.layout == "half":  # pair i = (dim i, dim i + n_pairs)
-            norm_sq = sq[..., :n_pairs] + sq[..., n_pairs:rot]
-        else:  # interleaved: pair i = (dim 2i, dim 2i + 1)
-            norm_sq = sq[..., 0:rot:2] + sq[..., 1:rot:2]
-        norm = norm_sq.sqrt()  # [batch·pos, head, pair]
-        buf = self._buf[kind][row]  # [head, field, pair]
-        buf[:, 0:2] = self._as_re_im(flat[..., :rot].sum(0))
-        torch.sum(norm, dim=0, out=buf[:, 2])
-        torch.sum(norm_sq, dim=0, out=buf[:, 3])
-        buf[:, 4:6] = self._as_re_im(flat.view(batch, pos, heads, d_head)[:, 0, :, :rot].sum(0))
-        torch.sum(norm.view(batch, pos, heads, n_pairs)[:, 0], dim=0, out=buf[:, 6])
-        torch.amax(norm, dim=0, out=self._buf_max[kind][row])
-        if rot < d_head:
-            torch.sum(sq[..., rot:], dim=(0, 2), out=self._buf_pass[kind][row])
-
-    def _as_re_im(self, v: Tensor) -> Tensor:
-        """`[head, rotary_dim]` in the model's layout → `[head, 2, pair]` (re, im)."""
-        if self.spec.layout == "half":
-            return v.unflatten(-1, (2, self.spec.n_pairs))
-        return v.unflatten(-1, (self.spec.n_pairs, 2)).transpose(-1, -2)
+        per-batch buffer (`pair_reduction`)."""
+        reduce = compiled_reduce_pairs if self.reduce_compiled else reduce_pairs
+        spec = self.spec
+        half = spec.layout == "half"
+        sums, max_norm, pass_sq = reduce(x, spec.rotary_dim, spec.n_pairs, half, self.reduce_dtype)
+        self._buf[kind][row].copy_(sums)
+        self._buf_max[kind][row].copy_(max_norm)
+        self._buf_pass[kind][row].copy_(pass_sq)
 
     def flush(self) -> None:
         """Fold the per-batch buffers into the float64 totals (once per batch)."""
