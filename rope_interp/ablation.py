@@ -110,6 +110,7 @@ class Intervention:
             raise RopeInterpError(f"delta must be an integer number of positions, got {delta!r}.")
         self.backend = backend_for(model)
         self.selection = selection
+        self._dim_masks: dict = {}  # (id(mask), device) → (mask, [head, d_head] dims)
         # Where hook_rot_q/k never fire (GPT-NeoX, GPT-J, boot_native bridges), the rotations
         # nope/phase/shift are applied before RoPE instead; that needs the rotated input hooked.
         self._before_rope = mode in ("nope", "phase", "shift") and (
@@ -237,13 +238,16 @@ class Intervention:
         return out
 
     def _dims_once(self, mask: Tensor) -> Callable[[torch.device], Tensor]:
-        """`dims(device)`: `_dim_mask(mask, device)`, built at the first call and then reused."""
-        cache: dict = {}
+        """`dims(device)`: `_dim_mask(mask, device)`, built once per intervention, mask and
+        device (hooks are rebuilt for every batch; a mask copied to a GPU on every batch would
+        wait for the GPU each time)."""
+        cache = self._dim_masks
 
         def dims(device) -> Tensor:
-            if "dims" not in cache:
-                cache["dims"] = self._dim_mask(mask, device)
-            return cache["dims"]
+            key = (id(mask), torch.device(device))
+            if key not in cache:
+                cache[key] = (mask, self._dim_mask(mask, device))
+            return cache[key][1]
 
         return dims
 

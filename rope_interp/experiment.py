@@ -285,13 +285,18 @@ def run_experiment(
     store = Path(out_dir) / "conditions" if out_dir is not None else None
     if store is not None:
         store.mkdir(parents=True, exist_ok=True)
-    shared = {
-        # Hashing every weight only matters where a result can be reused from disk.
-        "model": model_fingerprint(model) if store is not None else None,
-        "tokens": tokens_fingerprint(token_tensor),
-        "code": code_fingerprint(sys.modules[__name__], measures_module, ablation_module),
-        "settings": settings.keyed(),
-    }
+    # Resume keys (weights, tokens, code, hook sources) only matter where a result can be
+    # reused from disk: without a run folder none is computed.
+    shared = (
+        {
+            "model": model_fingerprint(model),
+            "tokens": tokens_fingerprint(token_tensor),
+            "code": code_fingerprint(sys.modules[__name__], measures_module, ablation_module),
+            "settings": settings.keyed(),
+        }
+        if store is not None
+        else None
+    )
     run = _Run(
         model,
         settings,
@@ -303,10 +308,10 @@ def run_experiment(
     )
     states: list[_State] = []
     for condition in conditions:
-        parts = {**shared, "condition": condition_identity(condition)}
+        parts = {**shared, "condition": condition_identity(condition)} if shared else {}
         state = _State(
             condition,
-            record_key(parts),
+            record_key(parts) if shared else None,
             parts,
             min(condition.first_layer(n_layers), n_layers),
             sums=zero_sums(n_layers, n_heads),
