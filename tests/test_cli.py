@@ -82,6 +82,27 @@ def test_report_on_a_tiny_model(tiny, tmp_path, capsys):
     assert any((tmp_path / "tables").glob("*.csv"))
 
 
+def test_report_html_is_written_after_each_section(tiny, tmp_path, monkeypatch):
+    """Stopped during its second section, the report leaves the first one readable, marked as
+    in progress."""
+    import rope_interp.report.sections  # noqa: F401  (registers the standard sections)
+    from rope_interp.report import registry
+
+    title, _ = registry.SECTION_BUILDERS["usage"]
+
+    def interrupted(ctx):
+        raise KeyboardInterrupt
+
+    monkeypatch.setitem(registry.SECTION_BUILDERS, "usage", (title, interrupted))
+    out = tmp_path / "report.html"
+    argv = ["report", "--out", str(out), "--tokens", "64", "--seq-len", "32", "--quiet",
+            "--sections", "geometry,usage"]  # fmt: skip
+    assert cli.main(argv) == 130  # interrupted
+    page = out.read_text(encoding="utf-8")
+    assert "Rotary geometry" in page and "Frequency usage" not in page
+    assert "in progress: 1 of 2 sections" in page
+
+
 def test_ablate_writes_tables_and_resumes(tiny, tmp_path, capsys):
     out = tmp_path / "ablate.csv"
     argv = ["ablate", "--out", str(out), "--tokens", "64", "--seq-len", "16",

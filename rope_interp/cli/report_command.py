@@ -26,7 +26,8 @@ def add_report_command(commands) -> None:
             "shifts), then write ONE self-contained HTML file: interactive figures, sortable "
             "tables, and a line per section on how to read it. With the defaults the built-in "
             "model takes 10 to 25 minutes on 2 CPU cores, most of it the 41 ablation "
-            "conditions (--ablation-tokens 1024 for a quicker look, --sections for a subset)."
+            "conditions (--ablation-tokens 1024 for a quicker look, --sections for a subset). "
+            "The HTML file is rewritten after each section: open it while the rest runs."
         ),
         formatter_class=HelpFormatter,
     )
@@ -97,7 +98,7 @@ def cmd_report(args: argparse.Namespace) -> None:
     """Run the analyses and standard ablations and write one self-contained HTML report."""
     from rope_interp.data import Corpus
     from rope_interp.files import mark_folder
-    from rope_interp.report import build_report, resolve_sections
+    from rope_interp.report import Report, build_report, resolve_sections
 
     sections = split_list(args.sections)
     out = Path(args.out)
@@ -110,7 +111,7 @@ def cmd_report(args: argparse.Namespace) -> None:
     analysis_windows = max(1, args.analysis_tokens // args.seq_len)
     analysis_corpus = Corpus(corpus.name, corpus.tokens[:analysis_windows], corpus.prepend_bos)
     progress_note(args, f"corpus: {corpus.describe()}")
-    meta = {
+    meta: dict[str, str] = {
         "model": f"{args.model} as a {type(model).__name__} ({model.cfg.n_layers} layers, "
         f"{model.cfg.n_heads} heads, d_model {model.cfg.d_model}) on {model.cfg.device}, "
         f"{args.dtype}",
@@ -122,12 +123,20 @@ def cmd_report(args: argparse.Namespace) -> None:
         "command": "rope-interp " + " ".join(getattr(args, "argv", None) or ["report"]),
     }
     total = len(resolve_sections(sections))
-    done = [0]
+    # The HTML is rewritten after each section (open it while the ablations run); the final
+    # write replaces it atomically.
+    partial = Report("How this model uses its rotary frequencies (in progress)", dict(meta))
 
     def on_section(section) -> None:
-        done[0] += 1
+        partial.add(section)
+        done = len(partial.sections)
         state = "FAILED: " + section.error if section.error else f"{section.seconds:.1f} s"
-        progress_note(args, f"[{done[0]}/{total}] {section.title}: {state}")
+        progress_note(args, f"[{done}/{total}] {section.title}: {state}")
+        partial.meta["status"] = (
+            f"in progress: {done} of {total} sections after "
+            f"{time.perf_counter() - started:.0f} s; this file is replaced when the run ends"
+        )
+        partial.write(out)
 
     report = build_report(
         model,
