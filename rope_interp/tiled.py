@@ -96,12 +96,17 @@ class _Layer:
             )
         rot_k = expand_kv_heads(rot_k, rot_q.shape[2])
         self.scale = spec.attn_scale
-        self.q = rot_q.to(dtype).transpose(1, 2).contiguous()
+        self.q = rot_q.to(dtype).transpose(1, 2).contiguous()  # [batch, head, pos, d_head]
         self.k = rot_k.to(dtype).transpose(1, 2).contiguous()
-        zq, q_pass = to_pairs(self.q, spec)
+        zq, q_pass = to_pairs(self.q / self.scale, spec)
         zk, k_pass = to_pairs(self.k, spec)
-        self.q_re, self.q_im = zq.real.contiguous(), zq.imag.contiguous()
-        self.k_re, self.k_im = zk.real.contiguous(), zk.imag.contiguous()
+        # Pair-major (re, im) stacks, so that one tile of terms is a batched matmul with inner
+        # size 2: [batch, head, pair, tq, 2] @ [batch, head, pair, 2, tk].
+        self.q_pairs = torch.stack([zq.real, zq.imag], -1).transpose(2, 3).contiguous()
+        self.k_pairs = torch.stack([zk.real, zk.imag], -1).permute(0, 1, 3, 4, 2).contiguous()
+        # Keys as rows [batch, head, pos, pair·2 + pass]: attention-weighted sums of the signed
+        # terms are linear, Σ_n A[m, n]·c_i[m, n] = q_i[m] · Σ_n A[m, n]·k_i[n].
+        self.k_rows = torch.cat([torch.stack([zk.real, zk.imag], -1).flatten(-2), k_pass], -1)
         self.q_pass, self.k_pass = q_pass, k_pass
         self.n_pos = rot_q.shape[1]
         self.positions = torch.arange(self.n_pos, device=rot_q.device)
@@ -130,12 +135,10 @@ class _Layer:
         return top + running.log()
 
     def contributions(self, qs: slice, ks: slice) -> tuple[Tensor, Tensor]:
-        """Per-pair terms `[batch, head, tq, tk, pair]` and pass-through `[batch, head, tq, tk]`
+        """Per-pair terms `[batch, head, pair, tq, tk]` and pass-through `[batch, head, tq, tk]`
         (scaled by 1/attn_scale, unmasked)."""
-        c = self.q_re[:, :, qs, None] * self.k_re[:, :, None, ks]
-        c += self.q_im[:, :, qs, None] * self.k_im[:, :, None, ks]
-        passed = torch.matmul(self.q_pass[:, :, qs], self.k_pass[:, :, ks].transpose(-1, -2))
-        return c / self.scale, passed / self.scale
+        c = torch.matmul(self.q_pairs[:, :, :, qs], self.k_pairs[..., ks])
+        return c, torch.matmul(self.q_pass[:, :, qs], self.k_pass[:, :, ks].transpose(-1, -2))
 
 
 def tiled_sums(
@@ -143,7 +146,7 @@ def tiled_sums(
     rot_k: Float[Tensor, "batch pos kv_head d_head"],
     spec: RotarySpec,
     edges: Tensor,
-    tile_size: int = 128,
+    tile_size: int = 32,
     soft_cap: float | None = None,
     dtype: torch.dtype = torch.float32,
 ) -> TileSums:
@@ -170,55 +173,66 @@ def tiled_sums(
     for q0 in range(0, n, tile):
         qs = slice(q0, min(q0 + tile, n))
         log_z = layer.log_normaliser(qs, tile, soft_cap)
-        attn = torch.zeros(n_batch, n_heads, qs.stop - q0, spec.n_pairs, dtype=dtype, device=device)
-        attn_abs = torch.zeros_like(attn)
-        attn_pass = torch.zeros(attn.shape[:-1], dtype=dtype, device=device)
+        weighted_keys = torch.zeros(
+            n_batch, n_heads, qs.stop - q0, layer.k_rows.shape[-1], dtype=dtype, device=device
+        )
+        attn_abs = torch.zeros(
+            n_batch, n_heads, spec.n_pairs, qs.stop - q0, dtype=dtype, device=device
+        )
         for k0 in range(0, qs.stop, tile):
             ks = slice(k0, min(k0 + tile, qs.stop))
             c, passed = layer.contributions(qs, ks)
-            magnitude = c.abs()
             weights = torch.exp(layer.scores(qs, ks, soft_cap) - log_z[..., None])
-            attn += torch.einsum("bhqk,bhqkp->bhqp", weights, c)
-            attn_abs += torch.einsum("bhqk,bhqkp->bhqp", weights, magnitude)
-            attn_pass += (weights * passed).sum(-1)
-            _add_buckets(out, layer.positions, qs, ks, edges, c, magnitude, passed, n_batch)
+            weighted_keys += torch.matmul(weights, layer.k_rows[:, :, ks])
+            first, onehot, count = _bucket_map(layer.positions, qs, ks, edges)
+            take = slice(first, first + len(count))
+            out.count[take] += n_batch * count
+            out.sum[:, take] += _fold(c, onehot).transpose(1, 2)
+            out.pass_sum[:, take] += _fold(passed[:, :, None], onehot)[:, 0]
+            magnitude = c.abs_()  # in place: the signed terms are folded already
+            attn_abs += (weights[:, :, None] * magnitude).sum(-1)
+            out.abs_sum[:, take] += _fold(magnitude, onehot).transpose(1, 2)
+        n_rot = 2 * spec.n_pairs
+        q_rows = layer.q_pairs[:, :, :, qs].transpose(2, 3)  # [batch, head, tq, pair, 2]
+        attn = (q_rows * weighted_keys[..., :n_rot].unflatten(-1, (spec.n_pairs, 2))).sum(-1)
+        attn_pass = (layer.q_pass[:, :, qs] * weighted_keys[..., n_rot:]).sum(-1)
         out.attn += attn.sum((0, 2)).double()
-        out.attn_abs += attn_abs.sum((0, 2)).double()
+        out.attn_abs += attn_abs.sum((0, 3)).double()
         out.attn_pass += attn_pass.sum((0, 2)).double()
     return out
 
 
-def _add_buckets(out, positions, qs, ks, edges, c, magnitude, passed, n_batch) -> None:
-    """Fold one tile's terms into the distance buckets (causal entries only)."""
+def _bucket_map(positions, qs, ks, edges) -> tuple[int, Tensor | None, Tensor]:
+    """Which distance buckets one tile's entries fall in: (first bucket, one-hot map
+    `[tq·tk, local bucket]` of the causal entries or None when the whole tile is causal and in
+    one bucket, causal entries per local bucket `[local bucket]` float64)."""
     lo = qs.start - (ks.stop - 1)  # smallest m − n in the tile
     hi = qs.stop - 1 - ks.start  # largest
     first, last = (int(b) for b in bucket_index(torch.tensor([max(lo, 0), hi]), edges.cpu()))
-    if lo >= 0 and first == last:  # all causal, one bucket: a plain sum
-        out.count[first] += n_batch * c.shape[2] * c.shape[3]
-        out.sum[:, first] += c.sum((0, 2, 3)).double()
-        out.abs_sum[:, first] += magnitude.sum((0, 2, 3)).double()
-        out.pass_sum[:, first] += passed.sum((0, 2, 3)).double()
-        return
+    if lo >= 0 and first == last:
+        size = (qs.stop - qs.start) * (ks.stop - ks.start)
+        return first, None, torch.tensor([size], dtype=torch.float64, device=positions.device)
     delta = positions[qs, None] - positions[None, ks]
     bucket = bucket_index(delta.clamp(min=0), edges) - first
-    onehot = torch.nn.functional.one_hot(bucket.reshape(-1), last - first + 1).to(c.dtype)
-    onehot *= (delta >= 0).reshape(-1, 1).to(c.dtype)  # [tq·tk, local bucket]
-    n_heads, n_pairs = c.shape[1], c.shape[-1]
-    per_pair = onehot.T @ c.sum(0).reshape(n_heads, -1, n_pairs)  # [head, local bucket, pair]
-    per_abs = onehot.T @ magnitude.sum(0).reshape(n_heads, -1, n_pairs)
-    per_pass = passed.sum(0).reshape(n_heads, -1) @ onehot
-    take = slice(first, last + 1)
-    out.count[take] += n_batch * onehot.sum(0).double()
-    out.sum[:, take] += per_pair.double()
-    out.abs_sum[:, take] += per_abs.double()
-    out.pass_sum[:, take] += per_pass.double()
+    onehot = torch.nn.functional.one_hot(bucket.reshape(-1), last - first + 1)
+    onehot *= (delta >= 0).reshape(-1, 1)
+    return first, onehot, onehot.sum(0).double()
+
+
+def _fold(terms: Tensor, onehot: Tensor | None) -> Tensor:
+    """`[batch, head, pair, tq, tk]` terms summed over batch and over each bucket's entries:
+    `[head, pair, local bucket]` float64."""
+    if onehot is None:
+        return terms.sum((0, 3, 4)).double()[..., None]
+    n_heads, n_pairs = terms.shape[1], terms.shape[2]
+    return (terms.sum(0).reshape(n_heads, n_pairs, -1) @ onehot.to(terms.dtype)).double()
 
 
 def tiled_pattern(
     rot_q: Float[Tensor, "batch pos head d_head"],
     rot_k: Float[Tensor, "batch pos kv_head d_head"],
     spec: RotarySpec,
-    tile_size: int = 128,
+    tile_size: int = 32,
     soft_cap: float | None = None,
     dtype: torch.dtype = torch.float32,
 ) -> Float[Tensor, "batch head qpos kpos"]:

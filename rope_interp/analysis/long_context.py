@@ -54,7 +54,7 @@ def long_context_stats(
     model,
     batches: Iterable[Tensor] | Tensor,
     layers: int | Iterable[int] | None = None,
-    tile_size: int = 128,
+    tile_size: int = 32,
     per_octave: int = 1,
     allow_beyond_context: bool = False,
     dtype: torch.dtype = torch.float32,
