@@ -95,25 +95,24 @@ class _Layer:
                 f"got {tuple(rot_q.shape)} and {tuple(rot_k.shape)}."
             )
         rot_k = expand_kv_heads(rot_k, rot_q.shape[2])
-        self.scale = spec.attn_scale
-        self.q = rot_q.to(dtype).transpose(1, 2).contiguous()  # [batch, head, pos, d_head]
-        self.k = rot_k.to(dtype).transpose(1, 2).contiguous()
-        zq, q_pass = to_pairs(self.q / self.scale, spec)
-        zk, k_pass = to_pairs(self.k, spec)
+        zq, q_pass = to_pairs(rot_q.to(dtype).transpose(1, 2) / spec.attn_scale, spec)
+        zk, k_pass = to_pairs(rot_k.to(dtype).transpose(1, 2), spec)  # [batch, head, pos, ·]
         # Pair-major (re, im) stacks, so that one tile of terms is a batched matmul with inner
         # size 2: [batch, head, pair, tq, 2] @ [batch, head, pair, 2, tk].
         self.q_pairs = torch.stack([zq.real, zq.imag], -1).transpose(2, 3).contiguous()
         self.k_pairs = torch.stack([zk.real, zk.imag], -1).permute(0, 1, 3, 4, 2).contiguous()
-        # Keys as rows [batch, head, pos, pair·2 + pass]: attention-weighted sums of the signed
-        # terms are linear, Σ_n A[m, n]·c_i[m, n] = q_i[m] · Σ_n A[m, n]·k_i[n].
+        # Whole vectors as rows [batch, head, pos, pair·2 + pass] (q divided by attn_scale):
+        # the scores are q_rows · k_rows, and attention-weighted sums of the signed terms are
+        # linear, Σ_n A[m, n]·c_i[m, n] = q_i[m] · Σ_n A[m, n]·k_i[n].
+        self.q_rows = torch.cat([torch.stack([zq.real, zq.imag], -1).flatten(-2), q_pass], -1)
         self.k_rows = torch.cat([torch.stack([zk.real, zk.imag], -1).flatten(-2), k_pass], -1)
-        self.q_pass, self.k_pass = q_pass, k_pass
+        self.n_rot = 2 * spec.n_pairs
         self.n_pos = rot_q.shape[1]
         self.positions = torch.arange(self.n_pos, device=rot_q.device)
 
     def scores(self, qs: slice, ks: slice, soft_cap: float | None) -> Tensor:
         """Masked (causal: −inf above the diagonal) logits `[batch, head, tq, tk]`."""
-        s = torch.matmul(self.q[:, :, qs], self.k[:, :, ks].transpose(-1, -2)) / self.scale
+        s = torch.matmul(self.q_rows[:, :, qs], self.k_rows[:, :, ks].transpose(-1, -2))
         if soft_cap is not None:
             s = soft_cap * torch.tanh(s / soft_cap)
         delta = self.positions[qs, None] - self.positions[None, ks]
@@ -138,7 +137,8 @@ class _Layer:
         """Per-pair terms `[batch, head, pair, tq, tk]` and pass-through `[batch, head, tq, tk]`
         (scaled by 1/attn_scale, unmasked)."""
         c = torch.matmul(self.q_pairs[:, :, :, qs], self.k_pairs[..., ks])
-        return c, torch.matmul(self.q_pass[:, :, qs], self.k_pass[:, :, ks].transpose(-1, -2))
+        q_pass, k_pass = self.q_rows[:, :, qs, self.n_rot :], self.k_rows[:, :, ks, self.n_rot :]
+        return c, torch.matmul(q_pass, k_pass.transpose(-1, -2))
 
 
 def tiled_sums(
@@ -165,8 +165,8 @@ def tiled_sums(
     n = layer.n_pos
     if int(edges[-1]) <= n - 1:
         raise RopeInterpError(f"The bucket edges end at {int(edges[-1])}, below distance {n - 1}.")
-    n_batch, n_heads = layer.q.shape[:2]
-    device = layer.q.device
+    n_batch, n_heads = layer.q_rows.shape[:2]
+    device = layer.q_rows.device
     edges = edges.to(device)
     out = TileSums.zeros(n_heads, len(edges) - 1, spec.n_pairs, device)
     out.n_queries += n_batch * n
@@ -192,10 +192,9 @@ def tiled_sums(
             magnitude = c.abs_()  # in place: the signed terms are folded already
             attn_abs += (weights[:, :, None] * magnitude).sum(-1)
             out.abs_sum[:, take] += _fold(magnitude, onehot).transpose(1, 2)
-        n_rot = 2 * spec.n_pairs
-        q_rows = layer.q_pairs[:, :, :, qs].transpose(2, 3)  # [batch, head, tq, pair, 2]
-        attn = (q_rows * weighted_keys[..., :n_rot].unflatten(-1, (spec.n_pairs, 2))).sum(-1)
-        attn_pass = (layer.q_pass[:, :, qs] * weighted_keys[..., n_rot:]).sum(-1)
+        products = layer.q_rows[:, :, qs] * weighted_keys  # [batch, head, tq, pair·2 + pass]
+        attn = products[..., : layer.n_rot].unflatten(-1, (spec.n_pairs, 2)).sum(-1)
+        attn_pass = products[..., layer.n_rot :].sum(-1)
         out.attn += attn.sum((0, 2)).double()
         out.attn_abs += attn_abs.sum((0, 3)).double()
         out.attn_pass += attn_pass.sum((0, 2)).double()
@@ -242,8 +241,8 @@ def tiled_pattern(
     tile = check_tile_size(tile_size)
     layer = _Layer(rot_q, rot_k, spec, dtype)
     n = layer.n_pos
-    n_batch, n_heads = layer.q.shape[:2]
-    pattern = torch.zeros(n_batch, n_heads, n, n, dtype=dtype, device=layer.q.device)
+    n_batch, n_heads = layer.q_rows.shape[:2]
+    pattern = torch.zeros(n_batch, n_heads, n, n, dtype=dtype, device=layer.q_rows.device)
     for q0 in range(0, n, tile):
         qs = slice(q0, min(q0 + tile, n))
         log_z = layer.log_normaliser(qs, tile, soft_cap)
