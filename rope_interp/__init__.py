@@ -41,6 +41,11 @@ _EXPORTS = {
     "hook_name": "rope_interp.capturing",
     "collect_pair_stats": "rope_interp.stats",
     "PairStats": "rope_interp.stats",
+    # long context
+    "long_context_stats": "rope_interp.analysis.long_context",
+    "LongContextStats": "rope_interp.analysis.long_context",
+    "angle_coverage": "rope_interp.analysis.angle_coverage",
+    "cycle_boundaries": "rope_interp.analysis.angle_coverage",
     # interventions and experiments
     "Intervention": "rope_interp.ablation",
     "PairSelection": "rope_interp.selection",
@@ -66,21 +71,25 @@ __all__ = [
     "ExperimentResult",
     "HooksDidNotFire",
     "Intervention",
+    "LongContextStats",
     "PairSelection",
     "PairStats",
     "RopeInterpError",
     "RotaryCapture",
     "RotarySpec",
     "UnsupportedModel",
+    "angle_coverage",
     "build_report",
     "capture",
     "collect_pair_stats",
+    "cycle_boundaries",
     "expand_kv_heads",
     "from_cache",
     "from_pairs",
     "hook_name",
     "load_corpus",
     "load_model",
+    "long_context_stats",
     "p_rope",
     "pair_angles",
     "pair_norms",
@@ -109,6 +118,8 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly
     from rope_interp.ablation import Intervention, p_rope, position_shift
+    from rope_interp.analysis.angle_coverage import angle_coverage, cycle_boundaries
+    from rope_interp.analysis.long_context import LongContextStats, long_context_stats
     from rope_interp.capturing import RotaryCapture, capture, from_cache, hook_name
     from rope_interp.data import Corpus, load_corpus
     from rope_interp.errors import HooksDidNotFire, RopeInterpError, UnsupportedModel

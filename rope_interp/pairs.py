@@ -161,6 +161,29 @@ def score_contributions(
     return torch.cat(parts, dim=2), torch.cat(pass_parts, dim=2)
 
 
+def distance_buckets(max_distance: int, per_octave: int = 1) -> Int[Tensor, "edge"]:
+    """Edges `e_0 = 0 < e_1 = 1 < e_2 < …` of log-spaced relative-distance buckets: bucket b
+    holds the distances Δ = m − n with e_b ≤ Δ < e_{b+1}. Bucket 0 is Δ = 0 alone; then edges
+    at round(2^(j/per_octave)) (per_octave=1: [1, 2), [2, 4), [4, 8), …), up to the first edge
+    above `max_distance`."""
+    if isinstance(max_distance, bool) or not isinstance(max_distance, int) or max_distance < 0:
+        raise RopeInterpError(f"max_distance must be an integer ≥ 0, got {max_distance!r}.")
+    if isinstance(per_octave, bool) or not isinstance(per_octave, int) or per_octave < 1:
+        raise RopeInterpError(f"per_octave must be an integer ≥ 1, got {per_octave!r}.")
+    edges, j = [0, 1], 1
+    while edges[-1] <= max_distance:
+        edge = round(2 ** (j / per_octave))
+        if edge > edges[-1]:
+            edges.append(edge)
+        j += 1
+    return torch.tensor(edges, dtype=torch.long)
+
+
+def bucket_index(distance: Int[Tensor, "*n"], edges: Int[Tensor, "edge"]) -> Int[Tensor, "*n"]:
+    """The bucket of each distance Δ ≥ 0 under `distance_buckets` edges (e_b ≤ Δ < e_{b+1})."""
+    return torch.searchsorted(edges.to(distance.device), distance, right=True) - 1
+
+
 def _check_width(x: Tensor, spec: RotarySpec) -> None:
     if x.shape[-1] != spec.d_head:
         raise RopeInterpError(

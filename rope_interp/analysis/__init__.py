@@ -12,10 +12,13 @@
 - `activations`: massive activations of the residual stream (Sun et al.).
 - `decay`: score against distance: RoPE's own (all-ones vs Gaussian) and a trained model's.
 - `phase`: a symmetric constant-phase sweep and where positional heads' attention goes.
+- `long_context`: per-pair score terms by distance and weighted by attention, over query × key
+  tiles (long windows); `angle_coverage`: angles reached in training vs at a longer length.
 - `statistics`: the one tie-aware Spearman, Pearson and permutation p-values.
 """
 
 from rope_interp.analysis.activations import MassiveActivations, massive_activations
+from rope_interp.analysis.angle_coverage import angle_coverage, cycle_boundaries
 from rope_interp.analysis.attention_spectra import (
     SpectralDefinition,
     attention_spectra,
@@ -25,6 +28,7 @@ from rope_interp.analysis.attention_spectra import (
 )
 from rope_interp.analysis.decay import reference_decay, score_decay
 from rope_interp.analysis.fourier import harmonic_enrichment
+from rope_interp.analysis.long_context import LongContextStats, long_context_stats
 from rope_interp.analysis.massive import massive_values
 from rope_interp.analysis.outliers import bound_summary, offset_features
 from rope_interp.analysis.phase import phase_sweep_attention, symmetric_phis
@@ -36,18 +40,22 @@ from rope_interp.analysis.usage import band_shares, frequency_usage, layer_usage
 
 __all__ = [
     "AttentionSinks",
+    "LongContextStats",
     "MassiveActivations",
     "PositionalHeads",
     "SpectralDefinition",
+    "angle_coverage",
     "attention_sinks",
     "attention_spectra",
     "band_shares",
     "bound_summary",
     "correlation_test",
+    "cycle_boundaries",
     "entropy_correlation_table",
     "frequency_usage",
     "harmonic_enrichment",
     "layer_usage",
+    "long_context_stats",
     "massive_activations",
     "massive_values",
     "mlp_spectra",

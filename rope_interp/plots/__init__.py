@@ -5,6 +5,8 @@
 - `rope_interp.plots.ablation`: Δloss bars and curves with confidence intervals, per-head
   attention changes (from `run_experiment`'s tables);
 - `rope_interp.plots.phase`: the symmetric phase sweep (Δloss and attention destinations);
+- `rope_interp.plots.long_context`: per-pair terms by distance and under attention, angle
+  coverage and the partial-cycle boundary;
 - `rope_interp.plots.generic`: a heatmap, bars with intervals and a scatter from any table;
 - `rope_interp.plots.export`: figures as PNG/SVG/PDF files.
 
@@ -18,7 +20,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-_SUBMODULES = ("analysis", "ablation", "phase", "generic")
+_SUBMODULES = ("analysis", "ablation", "phase", "generic", "long_context")
 
 
 def __getattr__(name: str) -> Any:
