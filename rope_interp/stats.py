@@ -71,7 +71,7 @@ def spec_fingerprint(spec: RotarySpec) -> dict:
     }
 
 
-def model_fingerprint(model) -> str:
+def model_identity(model) -> str:
     """A cheap identity of a model: its name, shape and parameter count (no weight hashing)."""
     cfg = model.cfg
     n_params = sum(p.numel() for p in model.parameters())
@@ -270,7 +270,7 @@ class PairStats:
             )
         model_id = meta.get("model")
         if model is not None:
-            current = model_fingerprint(model)
+            current = model_identity(model)
             if model_id and model_id != current:
                 raise RopeInterpError(
                     f"{path} holds statistics of model {model_id!r}, not of {current!r}."
@@ -410,7 +410,7 @@ def collect_pair_stats(
             layers,
             device=model.cfg.device,
             reduce_dtype=reduce_dtype,
-            model_id=model_fingerprint(model),
+            model_id=model_identity(model),
         )
     cap = RotaryCapture(model, stats.layers, kinds=("q", "k"), on_capture=stats.update)
 
