@@ -134,10 +134,11 @@ def fisher_exact(k1: int, n1: int, k2: int, n2: int, alternative: str = "greater
     if n1 == 0 or n2 == 0:
         return float("nan")
     total, hits = n1 + n2, k1 + k2
-    support = np.arange(max(0, hits - n2), min(hits, n1) + 1)
+    values = range(max(0, hits - n2), min(hits, n1) + 1)
     log_p = np.array(
-        [_log_comb(n1, x) + _log_comb(n2, hits - x) - _log_comb(total, hits) for x in support]
+        [_log_comb(n1, x) + _log_comb(n2, hits - x) - _log_comb(total, hits) for x in values]
     )
+    support = np.array(values)
     prob = np.exp(log_p - log_p.max())
     prob /= prob.sum()
     if alternative == "greater":
