@@ -36,6 +36,8 @@ from rope_interp.analysis.statistics import spearman
 from rope_interp.data import load_corpus
 from rope_interp.models import load_model
 from rope_interp.plots import analysis as plots
+from rope_interp.report.sections.heads import sink_claims
+from rope_interp.report.sections.outliers import OUTLIER_THRESHOLDS, outlier_claims
 from rope_interp.stats import collect_pair_stats
 
 
@@ -183,7 +185,28 @@ def print_outliers(table: pd.DataFrame, stats, L: int, threshold: float) -> pd.D
             f"with L = model context {ctx}: "
             + bound_summary(t2).iloc[0].to_string().replace("\n", "; ")
         )
+    # The report's claims: each condition against its null, at every outlier threshold.
+    thresholds = (threshold, *(t for t in OUTLIER_THRESHOLDS if t != threshold))
+    sweep = {t: offset_features(stats, context=L, threshold=t) for t in thresholds}
+    print_claims(outlier_claims(sweep, L))
+    # Concentration of the flagged pairs against unflagged pairs of the same frequencies.
+    if len(flagged):
+        same = table[~table.flagged & table.pair.isin(set(flagged.pair))]
+        weights = flagged.pair.value_counts()
+        per_pair = same.groupby("pair")[["q_conc", "k_conc"]].mean()
+        matched = (per_pair.loc[weights.index].mul(weights, axis=0).sum() / weights.sum()).round(3)
+        print(
+            f"concentration flagged q {flagged.q_conc.mean():.3f}, k {flagged.k_conc.mean():.3f}; "
+            f"unflagged pairs of the same frequencies (weighted as the flagged): "
+            f"q {matched['q_conc']:.3f}, k {matched['k_conc']:.3f}"
+        )
     return flagged
+
+
+def print_claims(claims) -> None:
+    for claim in claims:
+        print(f"- {claim.claim}\n  number: {claim.number}\n  uncertainty: {claim.uncertainty}")
+        print(f"  verdict: {claim.verdict}")
 
 
 def print_sinks(sinks, spec, flagged: pd.DataFrame) -> None:
@@ -206,6 +229,8 @@ def print_sinks(sinks, spec, flagged: pd.DataFrame) -> None:
             on=["layer", "head", "top_pair"],
         )
         print(f"sink heads whose top margin pair is a flagged outlier pair: {len(joined)}")
+    # The report's claims: sink heads against the heads without a sink, at every threshold.
+    print_claims(sink_claims(sh, spec.n_pairs))
 
 
 def run_spectra(model, batches, progress: bool, L: int) -> dict[str, pd.DataFrame]:

@@ -231,6 +231,19 @@ def test_entropy_definitions_match_numpy_on_a_model():
                 ), d.label
                 attn = np.mean([_np_entropy(r) for r in rows])
                 assert part.loc[(layer, head), "attention_entropy"] == pytest.approx(attn)
+                bands = np.mean([_np_bands(r, d, n_fft) for r in rows], axis=0)
+                got = part.loc[(layer, head), ["low", "mid", "high"]].to_numpy(float)
+                np.testing.assert_allclose(got, bands, rtol=1e-9, err_msg=d.label)
+
+
+def _np_bands(row: np.ndarray, d: SpectralDefinition, n_fft: int) -> np.ndarray:
+    """Low / mid / high fractions (0.25 and 0.75 of Nyquist) of one row's power, DC excluded."""
+    x = row - row.mean() if d.remove_mean else row.copy()
+    power = np.abs(np.fft.rfft(x * _np_window(len(row), d.window), n=n_fft)) ** 2
+    rel = np.fft.rfftfreq(n_fft) / 0.5
+    parts = [power[(rel > 0) & (rel < 0.25)].sum(), power[(rel >= 0.25) & (rel < 0.75)].sum()]
+    parts.append(power[rel >= 0.75].sum())
+    return np.array(parts) / sum(parts)
 
 
 def test_entropy_correlation_table_and_verdict():

@@ -352,13 +352,14 @@ def test_outlier_claims_flip_with_the_base_rate():
         return pd.DataFrame(
             {
                 "flagged": flagged,
+                "theta": [0.01 if p else 1.0 for p in partial],
                 "partial_cycle": partial,
                 "frequency_bound": partial,
                 "angle_bound": partial,
             }
         )
 
-    rare = outlier_claims(table(0, 90), context=64)[0]  # base rate 10 %
-    common = outlier_claims(table(85, 5), context=64)[0]  # base rate 95 %
+    rare = outlier_claims({3.5: table(0, 90)}, context=64)[0]  # base rate 10 %
+    common = outlier_claims({3.5: table(85, 5)}, context=64)[0]  # base rate 95 %
     assert rare.verdict == "holds" and "10 of 10" in rare.number
     assert common.verdict == "inconclusive"  # Wilson [72.2, 100] % reaches below 95 %

@@ -141,7 +141,7 @@ def attention_spectra(
     entropy, in bits: the "positional entropy"), n_rows.
     """
     table = _entropy_pass(
-        model, batches, layers, [definition], min_row, row_step, n_fft, progress, bands_for=0
+        model, batches, layers, [definition], min_row, row_step, n_fft, progress, single=True
     )
     return table.drop(columns=["definition"])
 
@@ -158,8 +158,9 @@ def spectral_entropy_definitions(
 ) -> pd.DataFrame:
     """Spectral and attention entropy per (definition, layer, head) in one pass over the
     corpus (default definitions: `definition_grid()`). Columns: definition (its label),
-    window, remove_mean, include_dc, aggregation, layer, head, spectral_entropy,
-    attention_entropy, n_rows."""
+    window, remove_mean, include_dc, aggregation, layer, head, low, mid, high (band energy
+    fractions as in `attention_spectra`, under the definition's window and mean removal; the
+    DC bin is always excluded from them), spectral_entropy, attention_entropy, n_rows."""
     definitions = list(definitions) if definitions is not None else definition_grid()
     if not definitions:
         raise RopeInterpError("Give at least one SpectralDefinition.")
@@ -212,7 +213,7 @@ def _entropy_pass(
     row_step: int,
     n_fft: int | None,
     progress: bool,
-    bands_for: int | None = None,
+    single: bool = False,
 ) -> pd.DataFrame:
     if row_step < 1:
         raise RopeInterpError(f"row_step must be ≥ 1, got {row_step}.")
@@ -236,7 +237,7 @@ def _entropy_pass(
             size = fft_size(n_pos, n_fft)
             rows_m = torch.arange(min_row - 1, n_pos, row_step, device=pattern.device)
             freqs = torch.fft.rfftfreq(size, dtype=torch.float64, device=pattern.device)
-            a = acc.setdefault(layer, {"rows": 0, "aent": 0, "bands": 0})
+            a = acc.setdefault(layer, {"rows": 0, "aent": 0, "bands": {}})
             for b in range(pattern.shape[0]):
                 rows = pattern[b][:, rows_m]  # [head, M, k]; zero beyond the causal part
                 a["aent"] = a["aent"] + _entropy_bits(rows).sum(1).cpu()
@@ -244,12 +245,8 @@ def _entropy_pass(
                 for variant in variants:
                     power = row_power(rows, rows_m, variant[0], variant[1], size)
                     _accumulate(a, power, variant, definitions)
-                    if bands_for is not None and variant == (
-                        definitions[bands_for].window,
-                        definitions[bands_for].remove_mean,
-                    ):
-                        energy = band_energy(freqs, power).nan_to_num(0.0)
-                        a["bands"] = a["bands"] + energy.sum(1).cpu()
+                    energy = band_energy(freqs, power).nan_to_num(0.0).sum(1).cpu()
+                    a["bands"][variant] = a["bands"].get(variant, 0) + energy
 
         hooks.append((f"blocks.{layer}.attn.hook_pattern", fn))
 
@@ -273,9 +270,8 @@ def _entropy_pass(
                     "layer": layer,
                     "head": h,
                 }
-                if bands_for is not None:
-                    bands_ = a["bands"][h] / a["rows"]
-                    row.update(low=float(bands_[0]), mid=float(bands_[1]), high=float(bands_[2]))
+                bands_ = a["bands"][(d.window, d.remove_mean)][h] / a["rows"]
+                row.update(low=float(bands_[0]), mid=float(bands_[1]), high=float(bands_[2]))
                 row.update(
                     spectral_entropy=float(sent[h]),
                     attention_entropy=float(a["aent"][h] / a["rows"]),
@@ -283,7 +279,7 @@ def _entropy_pass(
                 )
                 rows.append(row)
     frame = pd.DataFrame(rows)
-    if bands_for is None:
+    if not single:
         return frame
     return frame.drop(columns=["window", "remove_mean", "include_dc", "aggregation"])
 

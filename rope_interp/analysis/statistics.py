@@ -1,7 +1,10 @@
-"""Correlation statistics shared by the analyses: one tie-aware Spearman, Pearson, and
-permutation p-values. numpy only (scipy is optional in this project)."""
+"""Statistics shared by the analyses and the report: one tie-aware Spearman, Pearson,
+permutation p-values, Wilson intervals, Fisher's exact test and frequency-matched base rates.
+numpy only (scipy is optional in this project)."""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -111,8 +114,72 @@ def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float,
     return float(max(0.0, centre - half)), float(min(1.0, centre + half))
 
 
+def _log_comb(n: int, k: int) -> float:
+    return math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)
+
+
+def fisher_exact(k1: int, n1: int, k2: int, n2: int, alternative: str = "greater") -> float:
+    """Fisher's exact test of two shares, k1/n1 against k2/n2 (the 2 × 2 table
+    [[k1, n1 − k1], [k2, n2 − k2]]): the p-value of the hypergeometric count of group 1's
+    successes given the margins. alternative: "greater" (group 1's share is larger),
+    "less", or "two-sided" (the sum of the probabilities no larger than the observed one's,
+    as `scipy.stats.fisher_exact`). NaN when a group is empty."""
+    if alternative not in ("greater", "less", "two-sided"):
+        raise RopeInterpError(
+            f"alternative must be 'greater', 'less' or 'two-sided', got {alternative!r}."
+        )
+    for k, n in ((k1, n1), (k2, n2)):
+        if n < 0 or not 0 <= k <= n:
+            raise RopeInterpError(f"need 0 ≤ successes ≤ n, got {k} of {n}.")
+    if n1 == 0 or n2 == 0:
+        return float("nan")
+    total, hits = n1 + n2, k1 + k2
+    values = range(max(0, hits - n2), min(hits, n1) + 1)
+    log_p = np.array(
+        [_log_comb(n1, x) + _log_comb(n2, hits - x) - _log_comb(total, hits) for x in values]
+    )
+    support = np.array(values)
+    prob = np.exp(log_p - log_p.max())
+    prob /= prob.sum()
+    if alternative == "greater":
+        p = prob[support >= k1].sum()
+    elif alternative == "less":
+        p = prob[support <= k1].sum()
+    else:
+        p = prob[prob <= prob[support == k1][0] * (1 + 1e-7)].sum()
+    return float(min(1.0, p))
+
+
+def matched_base_rate(condition, stratum, selected) -> float:
+    """The share of `selected` entries expected to meet `condition` if selection ignored it
+    within each stratum: Σ_s n_sel(s) · rate(s) / n_sel, with rate(s) the share meeting the
+    condition among the *unselected* entries of stratum s (all of its entries if none is
+    unselected). Strata are what would make the condition true by construction (e.g. the
+    pair index: its frequency). All three are 1-D arrays of one length; NaN when nothing is
+    selected."""
+    cond = np.asarray(condition, dtype=bool).ravel()
+    strata = np.asarray(stratum).ravel()
+    sel = np.asarray(selected, dtype=bool).ravel()
+    if not cond.shape == strata.shape == sel.shape:
+        raise RopeInterpError(
+            f"condition, stratum and selected must have one length, got {len(cond)}, "
+            f"{len(strata)} and {len(sel)}."
+        )
+    if not sel.any():
+        return float("nan")
+    expected = 0.0
+    for value in np.unique(strata[sel]):
+        here = strata == value
+        rest = here & ~sel
+        pool = rest if rest.any() else here
+        expected += (here & sel).sum() * cond[pool].mean()
+    return float(expected / sel.sum())
+
+
 __all__ = [
     "correlation_test",
+    "fisher_exact",
+    "matched_base_rate",
     "pearson",
     "permutation_pvalue",
     "rankdata",

@@ -3,14 +3,24 @@
 Each rule is a small pure function of numbers the section has already computed, so that a
 verdict is never written by hand and every section states the same rule the same way (the
 `test` field of its claim repeats the rule in words). Verdicts are from `document.VERDICTS`.
+
+Every claim names its null — the comparison that controls the obvious confound — with
+`null_text`: for claims about pairs, a base rate matched on what would make the claim true by
+construction (usually the pair's frequency, `statistics.matched_base_rate`); for claims about
+heads, the complementary set of heads (`two_share_verdict`, Fisher's exact test); for claims
+that a perturbation hurts, a control perturbation of the same size on other pairs. A claim whose
+result depends on a pipeline choice (a threshold, a window, a band size) is judged under each
+definition by `definition_verdict`, one rule for all of them.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
-from rope_interp.analysis.statistics import wilson_interval
+import pandas as pd
+
+from rope_interp.analysis.statistics import fisher_exact, wilson_interval
 
 
 def wilson_text(successes: int, n: int) -> str:
@@ -33,6 +43,20 @@ def share_verdict(successes: int, n: int, base: float) -> str:
     if high < base:
         return "does not hold"
     return "inconclusive"
+
+
+def two_share_verdict(k1: int, n1: int, k2: int, n2: int, alpha: float = 0.05) -> str:
+    """A share k1/n1 that the claim says exceeds a comparison group's k2/n2 (e.g. sink heads
+    against the other heads): "holds" when Fisher's exact one-sided p (greater) < alpha,
+    "does not hold" when the one-sided p the other way (less) < alpha, otherwise "no
+    evidence"; "not tested here" when a group is empty."""
+    if n1 == 0 or n2 == 0:
+        return "not tested here"
+    if fisher_exact(k1, n1, k2, n2, "greater") < alpha:
+        return "holds"
+    if fisher_exact(k1, n1, k2, n2, "less") < alpha:
+        return "does not hold"
+    return "no evidence"
 
 
 def interval_verdict(ci_low: float, ci_high: float) -> str:
@@ -93,9 +117,68 @@ def in_ranges(values: Sequence[float], ranges: Sequence[tuple[float, float]]) ->
     return sum(low <= v <= high for v, (low, high) in zip(values, ranges, strict=True))
 
 
-def spectral_verdict(robustness: str) -> str:
-    """`robustness_verdict`'s words as claim verdicts ("fails" → "does not hold")."""
-    return {"fails": "does not hold"}.get(robustness, robustness)
+def definition_verdict(
+    verdicts: pd.DataFrame,
+    factors: Sequence[str],
+    families: Mapping[str, Mapping[object, str]] | None = None,
+) -> tuple[str, str]:
+    """The one rule for a claim whose result depends on a pipeline choice: `verdicts` has one
+    row per definition (a column per choice in `factors`, and `verdict`), the primary
+    definition (the source's, or the project's default) first. The same verdict under every
+    definition is the claim's verdict; otherwise it is "depends on the definition".
+
+    `families` groups near-identical choices (factor → {value: family name}, e.g. both Hann
+    windows → "Hann"); values not listed are their own family. Returns (verdict, text): the
+    text names the family (one factor, else the pair of factors) whose values decide the
+    verdict, with the verdict under each, or says that no single family or pair does."""
+    if verdicts.empty:
+        return "not tested here", "no definition tested"
+    families = families or {}
+    grouped = verdicts.copy()
+    for factor in factors:
+        mapping = families.get(factor, {})
+        grouped[factor] = [f"{factor} {mapping.get(v, v)}" for v in verdicts[factor]]
+    distinct = list(dict.fromkeys(grouped["verdict"]))
+    primary = grouped["verdict"].iloc[0]
+    if len(distinct) == 1:
+        return primary, f"{primary} under all {len(grouped)} definitions"
+    candidates = [[f] for f in factors] + [
+        [a, b] for i, a in enumerate(factors) for b in factors[i + 1 :]
+    ]
+    for keys in candidates:
+        by = grouped.groupby(keys, sort=False)["verdict"]
+        if (by.nunique() == 1).all():
+            parts = [
+                f"{' × '.join(key if isinstance(key, tuple) else (key,))}: {verdict}"
+                for key, verdict in by.first().items()
+            ]
+            named = " × ".join(keys)
+            return "depends on the definition", (
+                f"{primary} under the primary definition; the verdict changes with the "
+                f"{named} family ({'; '.join(parts)})"
+            )
+    counts = grouped["verdict"].value_counts()
+    return "depends on the definition", (
+        f"{primary} under the primary definition; over {len(grouped)} definitions "
+        + ", ".join(f"{verdict} in {n}" for verdict, n in counts.items())
+        + " (no single family decides it)"
+    )
+
+
+def null_text(null: str, why: str) -> str:
+    """The sentence every claim's test ends with: 'Null: <null>, because <why>.'"""
+    return f"Null: {null}, because {why}."
+
+
+def pvalue_text(p: float, n_draws: int) -> str:
+    """A Monte Carlo / permutation p-value from n_draws draws (computed as (1 + count) /
+    (1 + n_draws)): at its floor it reads '≤ 1/(n_draws + 1)' — the test cannot say more."""
+    if not math.isfinite(p):
+        return "p = NaN"
+    floor = 1 / (n_draws + 1)
+    if p <= floor * (1 + 1e-9):
+        return f"p ≤ 1/{n_draws + 1} ({floor:.1g}, the floor of {n_draws} draws)"
+    return f"p = {p:.2g}"
 
 
 def percent(x: float, digits: int = 1) -> str:

@@ -3,6 +3,7 @@ the standard conditions, shared through the context's cache."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import pandas as pd
@@ -25,6 +26,7 @@ from rope_interp.report.verdicts import (
     contrast_and_controls_verdict,
     count_verdict,
     interval_verdict,
+    null_text,
     percent,
 )
 
@@ -32,6 +34,15 @@ from rope_interp.report.verdicts import (
 SHIFT_TOLERANCE = 1e-4
 #: The p-RoPE fraction whose forward and reversed conditions the claim compares.
 PROPE_P = 0.75
+#: Below this angle (radians) over the whole context, making a pair NoPE barely changes it:
+#: a p-RoPE test whose dropped pairs all turn less is a weak test.
+WEAK_SWEEP = math.pi / 8
+
+_RANDOM_NULL = (
+    "seeded random selections of the same number of pairs in every head",
+    "zeroing any quarter of a trained model's pairs raises the loss; only an effect beyond "
+    "same-size selections of other pairs is specific to the band",
+)
 
 _SHARED_RUN = "Measured in the ablation run of the high vs low section (its time is counted there)."
 
@@ -185,12 +196,19 @@ def band_claims(table: pd.DataFrame, paired: pd.DataFrame, places: pd.DataFrame)
         if row is not None:
             claims.append(
                 Claim(
-                    claim="B. Barbero et al.: zeroing the highest frequencies costs more loss "
-                    "than zeroing the lowest",
+                    claim="Project hypothesis (not Barbero et al.'s: they remove frequencies "
+                    "as NoPE, not by zeroing, and their reading of the low frequencies as "
+                    "semantic channels predicts the opposite order): zeroing the highest "
+                    "frequencies costs more loss than zeroing the lowest",
                     number=_paired_text(row),
                     test="paired Δloss (nats/token) of the high band − the low band, per "
                     "sequence; holds if its CI lies above 0, does not hold if below, else "
-                    "inconclusive",
+                    "inconclusive. "
+                    + null_text(
+                        "the other band, zeroed in the same heads with the same number of pairs",
+                        "the claim orders two perturbations of equal size; each is the "
+                        "other's matched control",
+                    ),
                     uncertainty=_paired_uncertainty(row),
                     verdict=interval_verdict(row.ci_low, row.ci_high),
                 )
@@ -201,8 +219,9 @@ def band_claims(table: pd.DataFrame, paired: pd.DataFrame, places: pd.DataFrame)
             continue
         claims.append(
             Claim(
-                claim=f"B. Barbero et al.: the {place.band}-frequency quarter matters more "
-                "than random pairs (zeroing it costs more loss)",
+                claim=f"Project hypothesis (after Barbero et al.'s usage maps): the "
+                f"{place.band}-frequency quarter matters more than random pairs (zeroing it "
+                "costs more loss)",
                 number=(
                     f"{_paired_text(row)}; Δloss {place.delta_loss:+.3f} at the "
                     f"{place.percentile:.0f}th percentile of {place.n_controls} random controls "
@@ -211,7 +230,8 @@ def band_claims(table: pd.DataFrame, paired: pd.DataFrame, places: pd.DataFrame)
                 test="the paired Δloss of the band − the mean of the random controls, and "
                 "where the band falls among the controls; holds if the CI lies above 0 and "
                 "the band above every control, partly if only the CI is above 0, "
-                "inconclusive if the CI contains 0, does not hold if it lies below 0",
+                "inconclusive if the CI contains 0, does not hold if it lies below 0. "
+                + null_text(*_RANDOM_NULL),
                 uncertainty=f"{_paired_uncertainty(row)}; {place.n_controls} random draws",
                 verdict=contrast_and_controls_verdict(
                     row.ci_low, row.ci_high, place.delta_loss > place.controls_max
@@ -225,8 +245,9 @@ def band_claims(table: pd.DataFrame, paired: pd.DataFrame, places: pd.DataFrame)
         checks = [high < 0, len(randoms) > 0 and high < lowest]
         claims.append(
             Claim(
-                claim="B. Barbero et al.: zeroing the highest frequencies breaks the "
-                "previous-token heads",
+                claim="Project prediction from Barbero et al.'s theory (the highest "
+                "frequency builds the sharpest positional pattern): zeroing the highest "
+                "frequencies breaks the previous-token heads",
                 number=(
                     f"previous-token attention of the top 5 % previous-token heads "
                     f"{high:+.3f} (random controls: lowest {lowest:+.3f})"
@@ -234,7 +255,7 @@ def band_claims(table: pd.DataFrame, paired: pd.DataFrame, places: pd.DataFrame)
                 test="two checks: the change of previous-token attention in the clean "
                 "model's top 5 % previous-token heads is negative, and below every random "
                 "control's change; holds if both pass, partly if one does, does not hold if "
-                "none",
+                "none. " + null_text(*_RANDOM_NULL),
                 uncertainty=f"none: attention means (no interval); {len(randoms)} random draws",
                 verdict=count_verdict(sum(bool(c) for c in checks), len(checks)),
             )
@@ -292,32 +313,61 @@ def prope_section(ctx: ReportContext) -> Section:
             for row in table.itertuples()
             if row.condition.endswith("p=0.75")
         ),
-        claims=prope_claims(result, table, ctx.n_bootstrap, ctx.seed),
+        claims=prope_claims(
+            result, table, ctx.n_bootstrap, ctx.seed, _dropped_sweep(ctx.spec, ctx.context)
+        ),
     )
 
 
-def prope_claims(result: ExperimentResult, table: pd.DataFrame, n_boot: int, seed: int):
+def _dropped_sweep(spec, context: int) -> float:
+    """The largest angle (radians) any pair that p-RoPE at `PROPE_P` makes NoPE turns over
+    `context` tokens: θ(L − 1) of the fastest dropped pair, over layers."""
+    n_kept = round(PROPE_P * spec.n_pairs)
+    dropped = spec.thetas[:, n_kept:]
+    return float(dropped.max()) * (context - 1) if dropped.numel() else 0.0
+
+
+def prope_claims(
+    result: ExperimentResult,
+    table: pd.DataFrame,
+    n_boot: int,
+    seed: int,
+    dropped_sweep: float = float("nan"),
+):
     """Barbero et al.: keeping the highest 75 % rotating (the lowest 25 % as NoPE) costs less
-    than keeping the lowest 75 % (the reversed sweep)."""
+    than keeping the lowest 75 % (the reversed sweep). `dropped_sweep`: the largest angle the
+    pairs made NoPE turn over the context; below `WEAK_SWEEP` the test is marked weak."""
     keep, drop = f"p-RoPE p={PROPE_P:g}", f"reversed p-RoPE p={PROPE_P:g}"
     rows = table.set_index("condition")
     if keep not in rows.index or drop not in rows.index:
         return []
     row = paired_contrast(result, drop, keep, n_boot, seed)
+    weak = (
+        f"; weak test: the pairs made NoPE turn at most {dropped_sweep:.3g} rad over the "
+        f"context (< π/8), so NoPE barely changes them here"
+        if dropped_sweep < WEAK_SWEEP
+        else ""
+    )
     return [
         Claim(
-            claim=f"B. Barbero et al.: p-RoPE (the lowest {percent(1 - PROPE_P, 0)} of "
-            f"frequencies as NoPE) costs less than dropping the highest "
+            claim=f"B. Barbero et al. (trained from scratch; tested here at inference, "
+            f"without retraining): removing the lowest {percent(1 - PROPE_P, 0)} of "
+            f"frequencies (p-RoPE, NoPE) costs less than removing the highest "
             f"{percent(1 - PROPE_P, 0)}",
             number=(
                 f"Δloss {keep}: {_ci(rows.loc[keep])}; {drop}: {_ci(rows.loc[drop])}; paired "
                 f"{row['contrast']}: {row['delta']:+.3f}"
             ),
             test=f"paired Δloss of reversed − forward p-RoPE at p = {PROPE_P:g}, per "
-            "sequence; holds if its CI lies above 0, does not hold if below, else inconclusive",
+            "sequence; holds if its CI lies above 0, does not hold if below, else "
+            "inconclusive. "
+            + null_text(
+                "the same number of pairs made NoPE at the other end of the spectrum",
+                "the claim orders two removals of equal size; each is the other's control",
+            ),
             uncertainty=(
                 f"paired percentile bootstrap 95 % CI over {row['n_sequences']} sequences "
-                f"[{row['ci_low']:+.3f}, {row['ci_high']:+.3f}]"
+                f"[{row['ci_low']:+.3f}, {row['ci_high']:+.3f}]{weak}"
             ),
             verdict=interval_verdict(row["ci_low"], row["ci_high"]),
         )
@@ -379,17 +429,26 @@ def phase_claims(part: pd.DataFrame, sanity: pd.DataFrame) -> list[Claim]:
         above = part[part.ci_low > 0]
         claims.append(
             Claim(
-                claim="C. Ruscio & Silvestri: phase misalignment (φ ≠ 0 on q) raises the loss",
+                claim="C. Ruscio & Silvestri (paraphrased): phase misalignment weakens "
+                "attention and disrupts positional patterns; tested here as: a constant φ ≠ 0 "
+                "on q raises the loss",
                 number=(
                     f"Δloss CI above 0 in {len(above)} of {len(part)} conditions (bands × φ); "
                     f"Δloss from {part.delta_loss.min():+.3f} to {part.delta_loss.max():+.3f}"
                 ),
                 test="rotate the high or the low quarter of q's pairs by each φ ≠ 0; holds if "
                 "every condition's Δloss CI lies above 0, partly if some do, does not hold if "
-                "none does",
+                "none does. "
+                + null_text(
+                    "the clean model (Δloss = 0); no control phase shift of the same size on "
+                    "other pairs is run",
+                    "the claim is that misalignment hurts at all; but any perturbation of a "
+                    "trained model raises its loss, so this null cannot separate phase from "
+                    "perturbation",
+                ),
                 uncertainty=(
                     f"percentile bootstrap 95 % CI per condition; smallest lower end "
-                    f"{part.ci_low.min():+.3f}"
+                    f"{part.ci_low.min():+.3f}; weak test: no same-size control perturbation"
                 ),
                 verdict=count_verdict(len(above), len(part)),
             )
@@ -398,10 +457,16 @@ def phase_claims(part: pd.DataFrame, sanity: pd.DataFrame) -> list[Claim]:
         row = sanity.iloc[0]
         claims.append(
             Claim(
-                claim="C. RoPE is relative: shifting every position leaves the loss unchanged",
+                claim="RoPE's construction (a sanity check, no paper's claim): shifting every "
+                "position leaves the loss unchanged",
                 number=f"Δloss {row.delta_loss:+.2e} for a shift of +{int(row['delta'])}",
                 test=f"shift every position on q and k; holds if |Δloss| < {SHIFT_TOLERANCE:g} "
-                "nats/token, does not hold otherwise",
+                "nats/token, does not hold otherwise. "
+                + null_text(
+                    "float rounding (|Δloss| below the tolerance)",
+                    "exact relative encoding predicts no change at all, so any change above "
+                    "rounding refutes it",
+                ),
                 uncertainty=(
                     f"percentile bootstrap 95 % CI [{row.ci_low:+.2e}, {row.ci_high:+.2e}]"
                 ),

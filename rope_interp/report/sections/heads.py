@@ -3,6 +3,8 @@ heads, attention sinks and massive values."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pandas as pd
 
 from rope_interp.analysis._common import bands
@@ -10,7 +12,7 @@ from rope_interp.analysis.activations import massive_activations
 from rope_interp.analysis.massive import massive_values
 from rope_interp.analysis.positional import positional_heads
 from rope_interp.analysis.sinks import attention_sinks
-from rope_interp.analysis.statistics import correlation_test, spearman
+from rope_interp.analysis.statistics import correlation_test, fisher_exact, spearman
 from rope_interp.plots.analysis import (
     plot_massive,
     plot_pair_margins,
@@ -25,8 +27,12 @@ from rope_interp.report.sections._tables import descending
 from rope_interp.report.verdicts import (
     correlation_verdict,
     count_verdict,
+    definition_verdict,
+    null_text,
     percent,
+    pvalue_text,
     share_verdict,
+    two_share_verdict,
     wilson_text,
 )
 
@@ -85,16 +91,22 @@ def positional_claim(heads: pd.DataFrame) -> Claim:
     prev = heads[heads.offset == 1]
     test = correlation_test(prev["attn"], prev["qk_high_share"], n_permutations=N_PERMUTATIONS)
     return Claim(
-        claim="B. Barbero et al.: previous-token heads use the highest frequencies",
+        claim="B. Barbero et al. (paraphrased): heads that use the highest frequencies are "
+        "positional heads (previous-token and diagonal); tested here on the previous-token "
+        "heads",
         number=f"Spearman ρ(attention at Δ = 1, q·k high-frequency share) = "
         f"{test['spearman']:.2f} over {test['n']} heads",
         test=(
             "Spearman correlation over heads of the mean attention on the previous token and "
             "the share of q·k norm in the highest 25 % of frequencies; holds if ρ > 0 with "
-            "permutation p < 0.05, does not hold if ρ < 0 with p < 0.05, else no evidence"
+            "permutation p < 0.05, does not hold if ρ < 0 with p < 0.05, else no evidence. "
+            + null_text(
+                "the same heads with their high-frequency shares permuted",
+                "the claim contrasts positional heads with the other heads of the same model; "
+                "permuting keeps both distributions and breaks only their pairing",
+            )
         ),
-        uncertainty=f"two-sided permutation p = {test['spearman_p']:.2g} "
-        f"({N_PERMUTATIONS} permutations)",
+        uncertainty=f"two-sided permutation {pvalue_text(test['spearman_p'], N_PERMUTATIONS)}",
         verdict=correlation_verdict(test["spearman"], test["spearman_p"]),
     )
 
@@ -147,41 +159,109 @@ def sinks_section(ctx: ReportContext) -> Section:
     )
 
 
-def sink_claims(heads: pd.DataFrame, n_pairs: int) -> list[Claim]:
+#: First-token importance thresholds the sink claims are judged under; Gu et al.'s 0.3 first.
+SINK_THRESHOLDS = (0.3, 0.2, 0.4, 0.5)
+
+
+def _sink_split(heads: pd.DataFrame, low: set, threshold: float) -> dict:
+    """Sink heads (importance > threshold) vs the other heads: how many of each have their
+    top first-token margin pair in `low`, and the verdicts of both sink claims."""
+    sink = heads.importance > threshold
+    top_low = heads.top_pair.isin(low)
+    k1, n1 = int((top_low & sink).sum()), int(sink.sum())
+    k2, n2 = int((top_low & ~sink).sum()), int((~sink).sum())
+    return {
+        "k1": k1,
+        "n1": n1,
+        "k2": k2,
+        "n2": n2,
+        "p": fisher_exact(k1, n1, k2, n2, "greater") if n1 and n2 else float("nan"),
+        "most": share_verdict(n1, len(heads), 0.5),
+        "low": two_share_verdict(k1, n1, k2, n2),
+    }
+
+
+def sink_claims(
+    heads: pd.DataFrame, n_pairs: int, thresholds: Sequence[float] = SINK_THRESHOLDS
+) -> list[Claim]:
     """Gu et al.: first-token sinks in most heads; Jonasson: the lowest frequencies build
-    them (the top margin pair of a sink head in the lowest quarter of pairs)."""
-    k, n = int(heads.is_sink.sum()), len(heads)
-    sinks = heads[heads.is_sink]
-    low = set(bands(n_pairs, 0.25)[1])
-    base = len(low) / n_pairs
-    k_low = int(sinks.top_pair.isin(low).sum())
+    them (the top margin pair of a sink head in the lowest quarter of pairs), against the
+    heads without a sink. Both judged at every importance threshold (primary first)."""
+    n = len(heads)
+    high_pairs, low_pairs = bands(n_pairs, 0.25)
+    low = set(low_pairs)
+    splits = [_sink_split(heads, low, t) for t in thresholds]
+    first = splits[0]
+    k = first["n1"]
+
+    def across(key: str) -> tuple[str, str]:
+        frame = pd.DataFrame(
+            {"sink threshold": list(thresholds), "verdict": [s[key] for s in splits]}
+        )
+        return definition_verdict(frame, ["sink threshold"])
+
+    most_verdict, most_text = across("most")
+    low_verdict, low_text = across("low")
+    # Why the uniform 25 % is no null: a fast-turning pair averages its first-key advantage away.
+    per_pair_high = float(heads.high_band_margin.mean()) / max(1, len(high_pairs))
+    per_pair_low = float(heads.low_band_margin.mean()) / max(1, len(low_pairs))
     return [
         Claim(
-            claim="Gu et al.: most heads put a sink on the first token (importance > 0.3)",
-            number=f"{k} of {n} heads ({percent(k / n) if n else 'none'})",
+            claim="Gu et al. (paraphrased): attention sinks on the first token emerge in "
+            "trained LMs, measured as the share of heads whose first-token importance exceeds "
+            'ε = 0.3; "most heads" is this project\'s reading',
+            number=f"{k} of {n} heads ({percent(k / n) if n else 'none'}) at ε = {thresholds[0]:g}",
             test=(
-                "share of heads whose first-token importance exceeds 0.3; holds if the "
+                "share of heads whose first-token importance exceeds ε; holds if the "
                 "Wilson 95 % interval lies above 50 %, does not hold if below, else "
-                "inconclusive"
+                "inconclusive; judged at every ε, one verdict if all agree, else depends on "
+                "the definition. "
+                + null_text("50 % of heads", "the claim is that a majority of heads has a sink")
             ),
-            uncertainty=wilson_text(k, n),
-            verdict=share_verdict(k, n, 0.5),
+            uncertainty=f"{wilson_text(k, n)}; across ε: "
+            + "; ".join(
+                f"ε = {t:g}: {s['n1']}/{n} ({s['most']})"
+                for t, s in zip(thresholds, splits, strict=True)
+            )
+            + f" → {most_text}",
+            verdict=most_verdict,
         ),
         Claim(
-            claim="A. Jonasson: the lowest frequencies (offset features) build the sinks",
+            claim="A. Jonasson (paraphrased): rotary offset features — low-frequency pairs — "
+            "build the attention sinks",
             number=(
-                f"top margin pair in the lowest {len(low)} of {n_pairs} pairs in {k_low} of "
-                f"{k} sink heads ({percent(k_low / k) if k else 'no sink heads'}); base rate "
-                f"{percent(base)}"
+                f"top first-token margin pair in the lowest {len(low)} of {n_pairs} pairs in "
+                f"{first['k1']} of {first['n1']} sink heads "
+                f"({percent(first['k1'] / first['n1']) if first['n1'] else 'no sink heads'}) vs "
+                f"{first['k2']} of {first['n2']} heads without a sink "
+                f"({percent(first['k2'] / first['n2']) if first['n2'] else 'none'}); the "
+                f"uniform rate {percent(len(low) / n_pairs)} is no null: mean first-token "
+                f"margin per pair {per_pair_low:+.3g} in the lowest {len(low)} vs "
+                f"{per_pair_high:+.3g} in the highest {len(high_pairs)}"
             ),
             test=(
-                "share of sink heads whose largest first-token margin comes from a pair in the "
-                "lowest 25 % of frequencies; holds if the Wilson 95 % interval's lower end "
-                "exceeds that band's share of pairs (the base rate), does not hold if its "
-                "upper end is below it, else inconclusive"
+                "share of sink heads (importance > ε) whose largest first-token margin comes "
+                "from a pair in the lowest 25 % of frequencies, against the same share in the "
+                "heads without a sink; holds if Fisher's exact one-sided p < 0.05 (sink heads "
+                "higher), does not hold if p < 0.05 the other way, else no evidence; judged at "
+                "every ε, one verdict if all agree, else depends on the definition. "
+                + null_text(
+                    "the heads without a sink",
+                    "a high-frequency pair turns fast and cannot keep a first-token margin, so "
+                    "the lowest pairs top most heads' margins whether or not the head has a "
+                    "sink; only an excess over the other heads ties them to the sink",
+                )
             ),
-            uncertainty=wilson_text(k_low, k),
-            verdict=share_verdict(k_low, k, base),
+            uncertainty=(
+                f"Fisher's exact one-sided p = {first['p']:.2g}; "
+                f"{wilson_text(first['k1'], first['n1'])}; across ε: "
+                + "; ".join(
+                    f"ε = {t:g}: {s['k1']}/{s['n1']} vs {s['k2']}/{s['n2']} ({s['low']})"
+                    for t, s in zip(thresholds, splits, strict=True)
+                )
+                + f" → {low_text}"
+            ),
+            verdict=low_verdict,
         ),
     ]
 
@@ -245,7 +325,8 @@ def massive_values_claim(table: pd.DataFrame, n_pairs: int) -> Claim:
     if "v" in top1:
         checks.append(all(top1["v"] < top1[kind] for kind in ("q", "k") if kind in top1))
     return Claim(
-        claim="Jin et al.: massive values sit in the low-frequency q/k dimensions, not in v",
+        claim="Jin et al. (paraphrased): massive values concentrate in the low-frequency "
+        "dimensions of q and k, not in v",
         number=(
             f"top-{int(table['rank'].max()) + 1} dims per head in the low-frequency half: "
             f"{', '.join(shares)}; mean top-1 / median dim norm: {ratios}"
@@ -254,7 +335,12 @@ def massive_values_claim(table: pd.DataFrame, n_pairs: int) -> Claim:
             f"three checks: for q and for k, the Wilson 95 % interval of the share of top "
             f"dimensions in the lowest half of the pairs lies above the half's share of pairs "
             f"({percent(base)}); v's mean top-1 ratio lies below both q's and k's. Holds if "
-            "all pass, partly if some do, does not hold if none"
+            "all pass, partly if some do, does not hold if none. "
+            + null_text(
+                "the low half's share of pairs (top dimensions blind to frequency), and v",
+                "the claim is where along the frequency axis the largest dimensions sit, and v, "
+                "which is not rotated, is the control for a concentration RoPE does not cause",
+            )
         ),
         uncertainty="; ".join(intervals) + "; the ratios: none (one corpus)",
         verdict=count_verdict(sum(checks), len(checks)),
@@ -296,22 +382,51 @@ def _activations_line(layers: pd.DataFrame) -> str:
     )
 
 
+#: Ratios to the layer's median |h| the massive-activations claim is judged under (primary
+#: first: Sun et al.'s "~1000×").
+ACTIVATION_RATIOS = (1000.0, 100.0, 300.0, 3000.0, 10000.0)
+
+
 def massive_activations_claim(layers: pd.DataFrame, min_value: float, min_ratio: float) -> Claim:
-    """Sun et al.: the residual stream has massive activations."""
+    """Sun et al.: the residual stream has massive activations; judged at the analysis's
+    ratio (from the counted entries) and at the other `ACTIVATION_RATIOS` (from each layer's
+    peak |h| / median |h|)."""
     info = _activations_summary(layers)
     hit = info["hit"]
     dims = sorted({d for text in hit.dims for d in text.split(", ") if d != "…"}, key=int)
     number = _activations_line(layers)
     if len(hit):
         number += f"; dims over all layers: {', '.join(dims)}"
+    ratios = [min_ratio] + [r for r in ACTIVATION_RATIOS if r != min_ratio]
+    counts = [len(hit)] + [
+        int(((layers.ratio > r) & (layers.max_abs > min_value)).sum()) for r in ratios[1:]
+    ]
+    verdict, across = definition_verdict(
+        pd.DataFrame(
+            {
+                "ratio": ratios,
+                "verdict": ["holds" if c else "does not hold" for c in counts],
+            }
+        ),
+        ["ratio"],
+    )
     return Claim(
-        claim="Sun et al.: the residual stream carries massive activations",
+        claim="Sun et al. (paraphrased): a few residual-stream activations are massive, "
+        "> 100 and ~1000× the median",
         number=number,
         test=(
             f"per layer, entries of `hook_resid_post` with |h| > max({min_value:g}, "
             f"{min_ratio:g} × the layer's median |h|); holds if any layer has one, does not "
-            "hold if none does"
+            "hold if none does; judged at every ratio, one verdict if all agree, else depends "
+            "on the definition. "
+            + null_text(
+                "the layer's typical magnitude (its median |h|)",
+                "Sun et al. define massive relative to the median of the same layer",
+            )
         ),
-        uncertainty="none: counts over one corpus (no interval)",
-        verdict="holds" if len(hit) else "does not hold",
+        uncertainty="none: counts over one corpus (no interval); layers over each ratio "
+        "(other ratios from each layer's peak / median): "
+        + ", ".join(f"{r:g}×: {c}" for r, c in zip(ratios, counts, strict=True))
+        + f" → {across}",
+        verdict=verdict,
     )

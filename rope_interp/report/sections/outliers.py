@@ -2,16 +2,28 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import pandas as pd
 
 from rope_interp.analysis.outliers import bound_summary, offset_features
+from rope_interp.analysis.statistics import matched_base_rate
 from rope_interp.plots.analysis import plot_offset_features, plot_pair_maxima
 from rope_interp.plots.generic import plot_heatmap
 from rope_interp.report.context import ReportContext
 from rope_interp.report.document import Claim, Section
 from rope_interp.report.registry import section
 from rope_interp.report.sections._tables import descending
-from rope_interp.report.verdicts import percent, share_verdict, wilson_text
+from rope_interp.report.verdicts import (
+    definition_verdict,
+    null_text,
+    percent,
+    share_verdict,
+    wilson_text,
+)
+
+#: Outlier thresholds (robust z) the claims are judged under; the project's default first.
+OUTLIER_THRESHOLDS = (3.5, 2.5, 3.0, 4.0, 5.0)
 
 _COLUMNS = [
     "layer",
@@ -35,7 +47,8 @@ _COLUMNS = [
 @section("outliers")
 def outliers_section(ctx: ReportContext) -> Section:
     stats = ctx.pair_stats()
-    table = offset_features(stats, context=ctx.context)
+    thresholds = OUTLIER_THRESHOLDS
+    table = offset_features(stats, context=ctx.context, threshold=thresholds[0])
     summary = bound_summary(table)
     reference = bound_summary(offset_features(stats, context=ctx.context, rule="reference"))
     reference.insert(0, "rule", "reference (max > 4 × global median)")
@@ -78,7 +91,10 @@ def outliers_section(ctx: ReportContext) -> Section:
             f"at context L = {ctx.context}."
         ),
         key_result=_outliers_key(table, summary),
-        claims=outlier_claims(table, ctx.context),
+        claims=outlier_claims(
+            {t: offset_features(stats, context=ctx.context, threshold=t) for t in thresholds},
+            ctx.context,
+        ),
         figures=figures,
         tables=[
             ("Bounds: flagged pairs vs all pairs", both_rules),
@@ -109,30 +125,92 @@ _BOUNDS = (
     ("angle_bound", "outlier pairs keep the sign of their angle over the context"),
 )
 
+#: Which null each condition is judged against, and why that one.
+_NULLS = {
+    "partial_cycle": (
+        "the share of all (layer, head, pair) entries that meet the condition",
+        "the claim is where along the frequency axis outliers sit, so the null is a flag "
+        "blind to frequency",
+    ),
+    "frequency_bound": (
+        "the share of all (layer, head, pair) entries that meet the condition",
+        "the claim is where along the frequency axis outliers sit, so the null is a flag "
+        "blind to frequency",
+    ),
+    "angle_bound": (
+        "the frequency-matched base rate: the share meeting it among unflagged entries of the "
+        "same pair frequencies, weighted as the flagged pairs are",
+        "a low-frequency pair sweeps a small angle over the context and keeps its sign for "
+        "most offset angles, so flagged low-frequency pairs would meet it without any special "
+        "angle; only a rate above same-frequency pairs says the angle is special",
+    ),
+}
 
-def outlier_claims(table: pd.DataFrame, context: int) -> list[Claim]:
-    """Jonasson's three conditions on the flagged pairs, each against its base rate over all
-    (layer, head, pair) entries."""
+
+def bound_test(table: pd.DataFrame, column: str) -> dict:
+    """One condition on one flagged table: k of n flagged entries meet it, the base rate the
+    claim is judged against (`_NULLS`: all entries, or frequency-matched), the unmatched rate,
+    and the verdict (`share_verdict` against that base)."""
     flagged = table[table.flagged]
-    n = len(flagged)
+    k, n = int(flagged[column].sum()), len(flagged)
+    unmatched = float(table[column].mean())
+    if column == "angle_bound":
+        base = matched_base_rate(table[column], table["theta"], table["flagged"])
+    else:
+        base = unmatched
+    return {
+        "k": k,
+        "n": n,
+        "base": base,
+        "unmatched": unmatched,
+        "verdict": share_verdict(k, n, base),
+    }
+
+
+def outlier_claims(tables: Mapping[float, pd.DataFrame], context: int) -> list[Claim]:
+    """Jonasson's three conditions on the flagged pairs, each against the null of `_NULLS`,
+    judged under every outlier threshold in `tables` (threshold → `offset_features` table, the
+    primary threshold first) by `definition_verdict`."""
+    thresholds = list(tables)
     claims = []
     for column, text in _BOUNDS:
-        k = int(flagged[column].sum())
-        base = float(table[column].mean())
+        tests = [bound_test(tables[t], column) for t in thresholds]
+        first = tests[0]
+        k, n = first["k"], first["n"]
+        verdict, across = definition_verdict(
+            pd.DataFrame(
+                {"outlier threshold": thresholds, "verdict": [t["verdict"] for t in tests]}
+            ),
+            ["outlier threshold"],
+        )
+        sweep = "; ".join(
+            f"z > {t:g}: {r['k']}/{r['n']} vs {percent(r['base'])} ({r['verdict']})"
+            for t, r in zip(thresholds, tests, strict=True)
+        )
+        null, why = _NULLS[column]
+        base_text = (
+            f"frequency-matched base rate {percent(first['base'])} (unmatched, all "
+            f"{len(tables[thresholds[0]])} entries: {percent(first['unmatched'])})"
+            if column == "angle_bound"
+            else f"base rate over all {len(tables[thresholds[0]])} entries {percent(first['base'])}"
+        )
         claims.append(
             Claim(
-                claim=f"A. Jonasson: {text} (L = {context})",
+                claim=f"A. Jonasson (paraphrased; bounds as derived in docs/theory.md): {text} "
+                f"(L = {context})",
                 number=(
-                    f"{k} of {n} flagged pairs ({percent(k / n) if n else 'none flagged'}); "
-                    f"base rate over all {len(table)} entries {percent(base)}"
+                    f"{k} of {n} flagged pairs ({percent(k / n) if n else 'none flagged'}) at "
+                    f"robust z > {thresholds[0]:g}; {base_text}"
                 ),
                 test=(
                     "share of flagged (layer, head, pair) entries (project rule) that meet the "
-                    "condition; holds if the Wilson 95 % interval's lower end exceeds the base "
-                    "rate, does not hold if its upper end is below it, else inconclusive"
+                    "condition; holds if the Wilson 95 % interval's lower end exceeds the null's "
+                    "rate, does not hold if its upper end is below it, else inconclusive; "
+                    "judged at every outlier threshold, one verdict if all agree, else "
+                    "depends on the definition. " + null_text(null, why)
                 ),
-                uncertainty=wilson_text(k, n),
-                verdict=share_verdict(k, n, base),
+                uncertainty=f"{wilson_text(k, n)}; across thresholds: {sweep} → {across}",
+                verdict=verdict,
             )
         )
     return claims
