@@ -11,11 +11,13 @@ from __future__ import annotations
 import argparse
 import errno
 import hashlib
+import json
 import math
 import os
 import shutil
 import signal
 import stat
+import struct
 import subprocess
 import sys
 import time
@@ -31,6 +33,17 @@ from rope_interp.errors import RopeInterpError
 from rope_interp.selection import select_band
 from rope_interp.spec import RotarySpec
 from tests.helpers import make_model
+
+
+def _safetensors(header: dict, data: bytes) -> bytes:
+    """The bytes of a safetensors file: header length, JSON header, data."""
+    raw = json.dumps(header).encode()
+    return struct.pack("<Q", len(raw)) + raw + data
+
+
+TINY_SAFETENSORS = _safetensors(
+    {"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}, b"\0" * 8
+)
 
 # Files and folders every case can point at (created in the working folder before each case).
 SETUP = {
@@ -48,8 +61,8 @@ SETUP = {
     "res2_heads.csv": b"x,y\n3,4\n",
     "texts/a.txt": b"text in a folder\n",
     "my_tables/notes.md": b"the user's notes\n",
-    "ckpt/config.json": b'{"architectures": ["LlamaForCausalLM"]}\n',
-    "ckpt/model.safetensors": b"weights\n",
+    "ckpt/config.json": b'{"architectures": ["LlamaForCausalLM"], "model_type": "llama"}\n',
+    "ckpt/model.safetensors": TINY_SAFETENSORS,
 }
 SETUP_DIRS = ("corpus_dir", "folder.gguf", "folder.html", "folder.csv")
 SETUP_LINKS = {"corpus_link.csv": "corpus.csv", "st_link.safetensors": "user.safetensors"}
