@@ -201,9 +201,11 @@ def _is_run_folder(path: Path) -> bool:
     if not records:
         return False
     for record in records:
+        if special_kind(record):  # a FIFO would block the read
+            return False
         try:
             content = json.loads(record.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, ValueError):
+        except (OSError, UnicodeDecodeError, ValueError, RecursionError):
             return False
         if not (isinstance(content, dict) and {"name", "key", "parts"} <= set(content)):
             return False
@@ -224,7 +226,7 @@ def _safetensors_metadata(path: Path) -> dict:
                 return {}
             header = json.loads(handle.read(size))
         return header.get("__metadata__") or {}
-    except (OSError, struct.error, ValueError, AttributeError):
+    except (OSError, struct.error, ValueError, AttributeError, RecursionError):
         return {}
 
 

@@ -222,7 +222,7 @@ def check_safetensors(path: str | Path, what: str = "Weights file") -> dict[str,
         raise RopeInterpError(f"Cannot read {what.lower()} {path}: {error.strerror}.") from None
     try:
         header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):
         raise RopeInterpError(f"{damaged}: its header is not JSON (damaged).") from None
     if not isinstance(header, dict):
         raise RopeInterpError(f"{damaged}: its header is not a JSON object.")
@@ -312,8 +312,9 @@ def read_config(config_file: Path) -> dict[str, Any]:
         config = json.loads(config_file.read_bytes().decode("utf-8"))
     except OSError as error:
         raise RopeInterpError(f"Cannot read {config_file}: {error.strerror}.") from None
-    except (UnicodeDecodeError, ValueError) as error:
-        raise RopeInterpError(f"{config_file} is not valid JSON ({error}); fix it.") from None
+    except (UnicodeDecodeError, ValueError, RecursionError) as error:
+        reason = "nested too deeply" if isinstance(error, RecursionError) else error
+        raise RopeInterpError(f"{config_file} is not valid JSON ({reason}); fix it.") from None
     if not isinstance(config, dict):
         raise RopeInterpError(
             f"{config_file} holds a JSON {type(config).__name__}, not an object of model fields."

@@ -189,7 +189,7 @@ def load_record(
         if not problem:
             return record
     if problem:
-        note(f"condition {name!r}: {path} cannot be reused ({problem}); recomputing")
+        note(f"condition {name!r}: {path} is unreadable or damaged ({problem}); recomputing")
         return None
     saved = record.get("parts") or {}
     reasons = [
