@@ -33,7 +33,7 @@ from rope_interp.errors import RopeInterpError
 from rope_interp.files import special_kind
 from rope_interp.selection import select_band
 from rope_interp.spec import RotarySpec
-from tests.helpers import make_model
+from tests.helpers import gguf_bytes, gguf_kv, gguf_string, make_model
 
 
 def _safetensors(header: dict, data: bytes) -> bytes:
@@ -454,28 +454,7 @@ def test_special_files_are_refused_before_they_are_opened(tmp_path):
 
 
 # ---- damaged or hostile model files: one line, before any library reads them -----------------
-def _gstr(text: str | bytes, length: int | None = None) -> bytes:
-    raw = text.encode() if isinstance(text, str) else text
-    return struct.pack("<Q", len(raw) if length is None else length) + raw
-
-
-def _gkv(key: str, kind: int, value: bytes) -> bytes:
-    return _gstr(key) + struct.pack("<I", kind) + value
-
-
-def _gguf(kvs=None, tensors=None, data=b"\0" * 16, version=3, counts=None) -> bytes:
-    """A GGUF file: by default a valid one-tensor Llama header (an F32 tensor of 4 values)."""
-    if kvs is None:
-        kvs = [
-            _gkv("general.architecture", 8, _gstr("llama")),
-            _gkv("llama.block_count", 4, struct.pack("<I", 1)),
-            _gkv("llama.rope.freq_base", 6, struct.pack("<f", 10000.0)),
-        ]
-    if tensors is None:
-        tensors = [_gstr("w") + struct.pack("<IQIQ", 1, 4, 0, 0)]
-    n_tensors, n_kv = counts or (len(tensors), len(kvs))
-    head = b"GGUF" + struct.pack("<IQQ", version, n_tensors, n_kv) + b"".join(kvs + tensors)
-    return head + b"\0" * (-len(head) % 32) + data
+_gstr, _gkv, _gguf = gguf_string, gguf_kv, gguf_bytes
 
 
 _LLAMA = _gkv("general.architecture", 8, _gstr("llama"))
@@ -685,7 +664,7 @@ def test_the_checks_accept_valid_files(tmp_path):
     from rope_interp.model_files import check_checkpoint_dir, check_gguf, check_safetensors
 
     (tmp_path / "ok.gguf").write_bytes(_gguf())
-    meta = check_gguf(tmp_path / "ok.gguf")
+    meta = check_gguf(tmp_path / "ok.gguf")  # (random data: any 16 bytes are 4 floats)
     assert meta == {
         "general.architecture": "llama",
         "llama.block_count": 1,
