@@ -11,7 +11,6 @@ a model with the wrong frequencies.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import tempfile
@@ -22,6 +21,7 @@ import torch
 
 from rope_interp.errors import RopeInterpError
 from rope_interp.hf_loading import quiet
+from rope_interp.model_files import check_checkpoint_dir, library_errors, read_config
 
 # Architecture (config.json "architectures"[0]) -> name of its TransformerLens weight converter.
 CONVERTERS = {
@@ -39,18 +39,16 @@ CONVERTERS = {
 
 
 def is_checkpoint_dir(name: str | os.PathLike) -> bool:
-    """True for a directory holding a config.json."""
+    """True for a directory holding an entry named config.json (whether it is a valid config
+    is `rope_interp.model_files.check_checkpoint_dir`'s question)."""
     path = Path(name).expanduser()
-    return path.is_dir() and (path / "config.json").is_file()
+    return path.is_dir() and os.path.lexists(path / "config.json")
 
 
 def checkpoint_architecture(path: str | os.PathLike) -> str:
     """The architecture named by the directory's config.json (e.g. "LlamaForCausalLM")."""
     config_file = Path(path).expanduser() / "config.json"
-    try:
-        config = json.loads(config_file.read_text())
-    except (OSError, ValueError) as error:
-        raise RopeInterpError(f"Cannot read {config_file}: {error}.") from None
+    config = read_config(config_file)
     architectures = config.get("architectures") or []
     if not architectures:
         raise RopeInterpError(
@@ -72,7 +70,8 @@ def hooked_config(path: str | os.PathLike) -> dict[str, Any]:
             f"{path}: architecture {arch} is not supported for local checkpoints; rope-interp "
             f"loads {', '.join(sorted(CONVERTERS))}."
         )
-    hf_config = AutoConfig.from_pretrained(str(path))
+    with library_errors(f"The config of checkpoint {path}"):
+        hf_config = AutoConfig.from_pretrained(str(path))
     if arch in ("Gemma2ForCausalLM", "Gemma3ForCausalLM"):
         cfg = _gemma_config(hf_config, arch)
     elif arch == "Olmo2ForCausalLM":
@@ -100,24 +99,28 @@ def load_checkpoint(
     from transformers import AutoModelForCausalLM
 
     path = Path(path).expanduser()
-    cfg_dict = hooked_config(path)
-    if n_ctx is not None:
-        cfg_dict["n_ctx"] = int(n_ctx)
-    cfg = HookedTransformerConfig(
-        **cfg_dict, device=str(device), dtype=dtype, n_devices=int(n_devices)
-    )
-    with quiet():
-        hf_model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
-    converter = getattr(weight_conversions, CONVERTERS[cfg.original_architecture])
-    state_dict = converter(hf_model, cfg)
-    model = HookedTransformer(cfg, tokenizer=_tokenizer(path), move_to_device=False)
-    model.load_and_process_state_dict(
-        {k: v.detach().to(dtype) for k, v in state_dict.items()},
-        fold_ln=False,
-        center_writing_weights=False,
-        center_unembed=False,
-        fold_value_biases=False,
-    )
+    check_checkpoint_dir(path)
+    with library_errors(f"Checkpoint {path}"):
+        cfg_dict = hooked_config(path)
+        if n_ctx is not None:
+            cfg_dict["n_ctx"] = int(n_ctx)
+        cfg = HookedTransformerConfig(
+            **cfg_dict, device=str(device), dtype=dtype, n_devices=int(n_devices)
+        )
+        with quiet():
+            hf_model = AutoModelForCausalLM.from_pretrained(
+                str(path), dtype=torch.float32, use_safetensors=True, trust_remote_code=False
+            )
+        converter = getattr(weight_conversions, CONVERTERS[cfg.original_architecture])
+        state_dict = converter(hf_model, cfg)
+        model = HookedTransformer(cfg, tokenizer=_tokenizer(path), move_to_device=False)
+        model.load_and_process_state_dict(
+            {k: v.detach().to(dtype) for k, v in state_dict.items()},
+            fold_ln=False,
+            center_writing_weights=False,
+            center_unembed=False,
+            fold_value_biases=False,
+        )
     check_against_checkpoint(model, hf_model, cfg.original_architecture)
     del hf_model
     if int(n_devices) > 1:

@@ -317,7 +317,11 @@ def run_experiment(
             sums=zero_sums(n_layers, n_heads),
             base_sums=zero_sums(n_layers, n_heads),
         )
-        saved = load_record(store, condition.name, parts) if store is not None else None
+        saved = (
+            load_record(store, condition.name, parts, (n_layers, n_heads), run.sequence_ids)
+            if store is not None
+            else None
+        )
         if saved is not None and saved.get("complete"):
             run.records[condition.name] = saved
             continue

@@ -4,6 +4,7 @@
   those can block forever); checked with `stat`, so nothing is opened.
 - `refuse_overlap`: no output is an input: the same file (symlinks resolved, hard links by
   device and inode) or a folder holding one.
+- `refuse_collisions`: no two outputs are one path, and none lies inside a file output.
 - `refuse_repeated`: no input is given twice, by content.
 - `written_by_rope_interp`: whether an existing output is one rope-interp wrote, so that
   writing over it loses nothing of the user's. HTML reports carry the generator meta tag,
@@ -64,7 +65,8 @@ def special_kind(path: str | Path) -> str | None:
 
 def check_regular_file(path: str | Path, what: str = "File") -> Path:
     """`path` if it is a regular file (symlinks followed); else a one-line `RopeInterpError`
-    saying what it is instead: missing, a folder, a FIFO, a device or a socket."""
+    saying what it is instead: missing, a broken link, a folder, a FIFO, a device or a
+    socket."""
     path = Path(path).expanduser()
     if kind := special_kind(path):
         raise RopeInterpError(
@@ -72,6 +74,8 @@ def check_regular_file(path: str | Path, what: str = "File") -> Path:
         )
     if path.is_dir():
         raise RopeInterpError(f"{what} {path} is a directory, not a file.")
+    if path.is_symlink() and not path.exists():
+        raise RopeInterpError(f"{what} {path} is a broken symbolic link (or a loop of links).")
     if not path.is_file():
         raise RopeInterpError(f"{what} {path} does not exist.")
     return path
@@ -112,6 +116,31 @@ def refuse_overlap(
                     f"{out_name} {output} is {relation} {in_name} {source}; rope-interp never "
                     f"writes over its inputs: choose another path for {out_name}."
                 )
+
+
+def refuse_collisions(outputs: Sequence[tuple[str, str | Path, bool]]) -> None:
+    """A `RopeInterpError` naming both when two outputs (`(option, path, is_folder)`) are one
+    path (a file twice, or a file and a folder), or one lies inside a file output. Two
+    options naming one folder, or a file inside a folder output, are fine."""
+    for i, (name_a, a, folder_a) in enumerate(outputs):
+        for name_b, b, folder_b in outputs[i + 1 :]:
+            a, b = Path(a).expanduser(), Path(b).expanduser()
+            same = os.path.realpath(a) == os.path.realpath(b)
+            if same and folder_a and folder_b:
+                continue
+            inside = _inside(b, a) and not folder_a or _inside(a, b) and not folder_b
+            if same or inside:
+                relation = "the same path as" if same else "inside, or holding,"
+                raise RopeInterpError(
+                    f"{name_a} {a} and {name_b} {b}: one output would be {relation} the other; "
+                    "give each output its own path."
+                )
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    """Whether `path` lies strictly inside `folder` (symlinks resolved)."""
+    real, container = Path(os.path.realpath(path)), Path(os.path.realpath(folder))
+    return real != container and real.is_relative_to(container)
 
 
 def content_digest(path: str | Path) -> str:
@@ -172,9 +201,11 @@ def _is_run_folder(path: Path) -> bool:
     if not records:
         return False
     for record in records:
+        if special_kind(record):  # a FIFO would block the read
+            return False
         try:
             content = json.loads(record.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, ValueError):
+        except (OSError, UnicodeDecodeError, ValueError, RecursionError):
             return False
         if not (isinstance(content, dict) and {"name", "key", "parts"} <= set(content)):
             return False
@@ -195,7 +226,7 @@ def _safetensors_metadata(path: Path) -> dict:
                 return {}
             header = json.loads(handle.read(size))
         return header.get("__metadata__") or {}
-    except (OSError, struct.error, ValueError, AttributeError):
+    except (OSError, struct.error, ValueError, AttributeError, RecursionError):
         return {}
 
 

@@ -22,7 +22,6 @@ from typing import Any
 import torch
 
 from rope_interp import model_cache
-from rope_interp.errors import RopeInterpError
 
 # Bump when the cached checkpoint's format changes, so stale caches are not reused.
 _BRIDGE_CACHE_VERSION = 1
@@ -52,14 +51,12 @@ def load_checkpoint_bridge(
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from rope_interp.model_files import check_checkpoint_dir, library_errors
+
     path = Path(path).expanduser()
-    if not any(path.glob("*.safetensors")):
-        raise RopeInterpError(
-            f"{path} has no .safetensors weights; rope-interp does not load pickled checkpoints "
-            "(pytorch_model.bin). Convert it to safetensors first."
-        )
+    check_checkpoint_dir(path)
     overrides = {} if n_ctx is None else {"max_position_embeddings": int(n_ctx)}
-    with quiet():
+    with library_errors(f"Checkpoint {path}"), quiet():
         hf_model = AutoModelForCausalLM.from_pretrained(
             str(path), dtype=dtype, use_safetensors=True, trust_remote_code=False, **overrides
         )
@@ -146,7 +143,9 @@ def read_gguf_model(path: Path) -> tuple[Any, Any]:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    with quiet():
+    from rope_interp.model_files import library_errors
+
+    with library_errors(f"GGUF file {path}"), quiet():
         tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
         hf_model = AutoModelForCausalLM.from_pretrained(
             str(path.parent), gguf_file=path.name, dtype=torch.float32

@@ -6,7 +6,9 @@
 Layout: `root/<key>-c<LAYOUT>/` holds the files `build(folder)` wrote plus `manifest.json`,
 written last, listing every file's size and CRC-32. An entry is used only if every listed file
 is there with its size and checksum (~0.5 s per GB); otherwise it is rebuilt from the source
-with one line on stderr saying why.
+with one line on stderr saying why. A damaged manifest (not JSON, entries of the wrong type,
+paths leading out of the entry) or a FIFO or device in the entry counts as damage: it is
+never followed or opened.
 
 Concurrency: a new entry is built in a fresh temporary folder (`mkdtemp` next to it) and moved
 into place by one rename, under an exclusive `flock` on `<entry>.lock`, so several processes
@@ -29,6 +31,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from rope_interp.atomic import atomic_write_text
+from rope_interp.files import special_kind
 
 MANIFEST = "manifest.json"
 # Bump when the layout of an entry changes.
@@ -73,28 +76,49 @@ def verify(folder: Path, required: tuple[str, ...] = ()) -> None:
     the `required` files."""
     if not folder.is_dir():
         raise CacheDamaged("missing")
+    if not os.path.lexists(folder / MANIFEST):
+        raise CacheDamaged("no manifest (incomplete entry)")
+    if special_kind(folder / MANIFEST) or not (folder / MANIFEST).is_file():
+        raise CacheDamaged("the manifest is not a regular file")
     try:
         manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
         files = manifest["files"]
         if manifest.get("layout") != LAYOUT_VERSION or not isinstance(files, dict):
             raise CacheDamaged("manifest of another layout")
-    except FileNotFoundError:
-        raise CacheDamaged("no manifest (incomplete entry)") from None
-    except (ValueError, KeyError, TypeError, AttributeError):
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
         raise CacheDamaged("unreadable manifest") from None
+    for name, expected in files.items():
+        if not _listed_file(name, expected):
+            raise CacheDamaged(f"the manifest's entry {name!r} is damaged")
     for name in required:
         if name not in files:
             raise CacheDamaged(f"{name} not listed in the manifest")
     for name, expected in files.items():
         path = folder / name
-        if not path.is_file():
-            raise CacheDamaged(f"{name} is missing")
+        if special_kind(path) or not path.is_file():  # a FIFO here is never opened
+            raise CacheDamaged(f"{name} is missing or not a regular file")
         size = path.stat().st_size
         if size != expected.get("size"):
             raise CacheDamaged(f"{name} has {size} bytes, expected {expected.get('size')}")
     for name, expected in files.items():  # sizes first: they are free
         if file_checksum(folder / name) != expected.get("crc32"):
             raise CacheDamaged(f"{name} is corrupted (checksum mismatch)")
+
+
+def _listed_file(name: object, expected: object) -> bool:
+    """A manifest entry: a relative path inside the entry, with an integer size and a CRC."""
+    if not isinstance(name, str) or not isinstance(expected, dict):
+        return False
+    parts = Path(name).parts
+    size, crc = expected.get("size"), expected.get("crc32")
+    return (
+        bool(parts)
+        and not Path(name).is_absolute()
+        and ".." not in parts
+        and isinstance(size, int)
+        and not isinstance(size, bool)
+        and isinstance(crc, str)
+    )
 
 
 def cached_entry(

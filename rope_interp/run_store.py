@@ -5,7 +5,9 @@ A record holds a condition's per-sequence losses (clean and ablated), its per-(l
 metric sums and how far it got (`batches_done`, `complete`). Its key hashes everything that
 determines those numbers (`parts`): every byte of the weights, the tokens, the hook code
 (qualified name and source), every setting and rope-interp's code. A record whose key does not
-match is recomputed, with a one-line note on stderr naming what changed.
+match is recomputed, with a one-line note on stderr naming what changed; so is a record
+whose fields are damaged (wrong types, lists of different lengths, sums of another shape:
+`record_problem`), and a FIFO or device in the store is never opened.
 """
 
 from __future__ import annotations
@@ -13,8 +15,10 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import json
+import os
 import re
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -24,7 +28,9 @@ import pandas as pd
 import torch
 
 from rope_interp.atomic import atomic_write, atomic_write_text
+from rope_interp.files import special_kind
 from rope_interp.fingerprint import callable_identity, source_fingerprint, value_identity
+from rope_interp.measures import METRICS
 
 FORMAT_VERSION = 2
 
@@ -96,21 +102,77 @@ def record_path(store: Path, name: str) -> Path:
 
 
 def read_record(path: Path) -> dict | None:
-    """A record of this format, or None if the file is unreadable, incomplete or older."""
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return None
-    if not isinstance(record, dict) or any(k not in record for k in _NEEDED):
-        return None
-    if record["format"] != FORMAT_VERSION:
-        return None
+    """A record of this format, or None if the file is unreadable, incomplete, older or
+    damaged (`record_problem`)."""
+    record, _ = _read(path)
     return record
 
 
-def load_record(store: Path, name: str, parts: dict[str, Any]) -> dict | None:
-    """The saved record of a condition if its key matches; else None, with a one-line note
-    saying why (stale, unreadable, not reusable)."""
+def _read(path: Path) -> tuple[dict | None, str]:
+    """(the record, "") or (None, why it cannot be used)."""
+    if kind := special_kind(path):
+        return None, f"it is {kind}"
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        return None, "it is unreadable or not JSON"
+    if not isinstance(record, dict) or any(k not in record for k in _NEEDED):
+        return None, "it is not a complete record"
+    if record["format"] != FORMAT_VERSION:
+        return None, f"it is of format {record['format']!r}, not {FORMAT_VERSION}"
+    problem = record_problem(record)
+    return (None, problem) if problem else (record, "")
+
+
+def record_problem(record: dict, shape: tuple[int, int] | None = None) -> str:
+    """Why a record's fields cannot be the numbers rope-interp wrote ("" if they can): wrong
+    types, per-sequence lists of different lengths, metric sums that are not `shape`
+    ([layer, head]) arrays of every metric."""
+    if not (isinstance(record["name"], str) and isinstance(record["parts"], dict)):
+        return "its name or parts are of the wrong type"
+    if not isinstance(record["complete"], bool):
+        return "its 'complete' flag is not true or false"
+    for field in ("batches_done", "rows", "n_tokens"):
+        value = record[field]
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            return f"{field} {value!r} is not a count"
+    lists = [record[f] for f in ("losses", "losses_base", "sequence_ids")]
+    if not all(isinstance(v, list) for v in lists) or len({len(v) for v in lists}) != 1:
+        return "its per-sequence lists (losses, losses_base, sequence_ids) do not match"
+    if not all(_is_number(v) for v in lists[0] + lists[1]):
+        return "a loss is not a number"
+    shapes = set()
+    for field in ("sums", "base_sums"):
+        sums = record[field]
+        if not isinstance(sums, dict) or set(sums) != set(METRICS):
+            return f"{field} does not hold the metrics {', '.join(METRICS)}"
+        for values in sums.values():
+            try:
+                array = np.asarray(values, dtype=np.float64)
+            except (TypeError, ValueError):
+                return f"{field} holds something other than numbers"
+            shapes.add(array.shape)
+    if len(shapes) != 1 or len(next(iter(shapes))) != 2:
+        return "its metric sums are not [layer, head] arrays of one shape"
+    if shape is not None and shapes != {tuple(shape)}:
+        return f"its metric sums have shape {next(iter(shapes))}, not {tuple(shape)}"
+    return ""
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def load_record(
+    store: Path,
+    name: str,
+    parts: dict[str, Any],
+    shape: tuple[int, int] | None = None,
+    sequences: Sequence[str] | None = None,
+) -> dict | None:
+    """The saved record of a condition if its key matches and its numbers fit this run (metric
+    sums of `shape`, the sequence ids a prefix of `sequences`, all of them when complete);
+    else None, with a one-line note saying why (stale, damaged, not reusable)."""
     path = record_path(store, name)
     if parts.get("condition") is None:
         note(
@@ -119,14 +181,16 @@ def load_record(store: Path, name: str, parts: dict[str, Any]) -> dict | None:
             "afresh and never reused"
         )
         return None
-    if not path.is_file():
+    if not os.path.lexists(path):
         return None
-    record = read_record(path)
-    if record is None:
-        note(f"condition {name!r}: {path} is unreadable or of another format; recomputing")
+    record, problem = _read(path)
+    if record is not None and record["key"] == record_key(parts) and record["name"] == name:
+        problem = record_problem(record, shape) or _sequence_problem(record, sequences)
+        if not problem:
+            return record
+    if problem:
+        note(f"condition {name!r}: {path} is unreadable or damaged ({problem}); recomputing")
         return None
-    if record["key"] == record_key(parts) and record["name"] == name:
-        return record
     saved = record.get("parts") or {}
     reasons = [
         f"{label} changed"
@@ -137,13 +201,23 @@ def load_record(store: Path, name: str, parts: dict[str, Any]) -> dict | None:
     reasons += [
         f"{setting} {old.get(setting)!r} → {new[setting]!r}"
         for setting in new
-        if old.get(setting) != new[setting]
+        if not isinstance(old, dict) or old.get(setting) != new[setting]
     ]
     note(
         f"condition {name!r}: the saved result does not match this run "
         f"({'; '.join(reasons) or 'different key'}); recomputing"
     )
     return None
+
+
+def _sequence_problem(record: dict, sequences: Sequence[str] | None) -> str:
+    """Why a record's sequences are not this run's first ones ("" if they are)."""
+    if sequences is None:
+        return ""
+    ids = record["sequence_ids"]
+    if ids != list(sequences[: len(ids)]) or (record["complete"] and len(ids) != len(sequences)):
+        return f"its {len(ids)} sequences are not this run's first ones"
+    return ""
 
 
 def write_record(store: Path, record: dict) -> None:

@@ -380,7 +380,32 @@ def read_stats_file(path: str | Path) -> tuple[dict[str, Tensor], dict[str, str]
             " missing): it was not written by this version's PairStats.save; recompute it with "
             "`rope-interp stats`."
         )
+    if problem := _stats_file_problem(tensors, meta):
+        raise RopeInterpError(
+            f"{path} is a damaged statistics file ({problem}); recompute it with "
+            "`rope-interp stats`."
+        )
     return tensors, meta
+
+
+def _stats_file_problem(tensors: dict[str, Tensor], meta: dict[str, str]) -> str:
+    """Why a statistics file's metadata and tensors do not fit each other ("" if they do)."""
+    try:
+        spec, layers = json.loads(meta["spec"]), json.loads(meta["layers"])
+        counts = int(meta["tokens_seen"]), int(meta["sequences_seen"])
+    except (ValueError, RecursionError):
+        return "its metadata is not what PairStats.save writes"
+    if not isinstance(spec, dict) or not isinstance(layers, list) or min(counts) < 0:
+        return "its metadata is not what PairStats.save writes"
+    if set(tensors) != {f"{kind}.{name}" for kind in ("q", "k") for name in _FIELDS}:
+        return "its tensors are not those of PairStats.save"
+    for key, value in tensors.items():
+        if value.ndim < 2 or value.shape[0] != len(layers):
+            return f"{key} has shape {tuple(value.shape)}, not one row per layer of {layers}"
+        finite = value[value != -math.inf] if key.endswith("max_norm") else value
+        if value.dtype != torch.float64 or not torch.isfinite(finite).all():
+            return f"{key} is not float64 or holds NaN or infinite values"
+    return ""
 
 
 def collect_pair_stats(

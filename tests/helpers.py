@@ -68,3 +68,38 @@ def png_size(path) -> tuple[int, int]:
     data = path.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
     return struct.unpack(">II", data[16:24])
+
+
+def gguf_bytes(kvs=None, tensors=None, data=None, version=3, counts=None) -> bytes:
+    """A GGUF file: by default a valid header of one Llama F32 tensor of 4 values (random
+    data, so each call has another digest). `kvs`/`tensors`: records built with `gguf_kv`,
+    `gguf_string`; `counts`: (tensors, keys) to claim instead of the real ones."""
+    import os
+    import struct
+
+    if kvs is None:
+        kvs = [
+            gguf_kv("general.architecture", 8, gguf_string("llama")),
+            gguf_kv("llama.block_count", 4, struct.pack("<I", 1)),
+            gguf_kv("llama.rope.freq_base", 6, struct.pack("<f", 10000.0)),
+        ]
+    if tensors is None:
+        tensors = [gguf_string("w") + struct.pack("<IQIQ", 1, 4, 0, 0)]
+    n_tensors, n_kv = counts or (len(tensors), len(kvs))
+    head = b"GGUF" + struct.pack("<IQQ", version, n_tensors, n_kv) + b"".join(kvs + tensors)
+    return head + b"\0" * (-len(head) % 32) + (os.urandom(16) if data is None else data)
+
+
+def gguf_string(text: str | bytes, length: int | None = None) -> bytes:
+    """A GGUF string: its length (or `length`, to lie) and its bytes."""
+    import struct
+
+    raw = text.encode() if isinstance(text, str) else text
+    return struct.pack("<Q", len(raw) if length is None else length) + raw
+
+
+def gguf_kv(key: str, kind: int, value: bytes) -> bytes:
+    """A GGUF metadata record: key, value type, value bytes."""
+    import struct
+
+    return gguf_string(key) + struct.pack("<I", kind) + value

@@ -11,11 +11,13 @@ from __future__ import annotations
 import argparse
 import errno
 import hashlib
+import json
 import math
 import os
 import shutil
 import signal
 import stat
+import struct
 import subprocess
 import sys
 import time
@@ -28,9 +30,21 @@ from rope_interp import cli, models
 from rope_interp.ablation import Intervention
 from rope_interp.cli import loading
 from rope_interp.errors import RopeInterpError
+from rope_interp.files import special_kind
 from rope_interp.selection import select_band
 from rope_interp.spec import RotarySpec
-from tests.helpers import make_model
+from tests.helpers import gguf_bytes, gguf_kv, gguf_string, make_model
+
+
+def _safetensors(header: dict, data: bytes) -> bytes:
+    """The bytes of a safetensors file: header length, JSON header, data."""
+    raw = json.dumps(header).encode()
+    return struct.pack("<Q", len(raw)) + raw + data
+
+
+TINY_SAFETENSORS = _safetensors(
+    {"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}, b"\0" * 8
+)
 
 # Files and folders every case can point at (created in the working folder before each case).
 SETUP = {
@@ -48,8 +62,8 @@ SETUP = {
     "res2_heads.csv": b"x,y\n3,4\n",
     "texts/a.txt": b"text in a folder\n",
     "my_tables/notes.md": b"the user's notes\n",
-    "ckpt/config.json": b'{"architectures": ["LlamaForCausalLM"]}\n',
-    "ckpt/model.safetensors": b"weights\n",
+    "ckpt/config.json": b'{"architectures": ["LlamaForCausalLM"], "model_type": "llama"}\n',
+    "ckpt/model.safetensors": TINY_SAFETENSORS,
 }
 SETUP_DIRS = ("corpus_dir", "folder.gguf", "folder.html", "folder.csv")
 SETUP_LINKS = {"corpus_link.csv": "corpus.csv", "st_link.safetensors": "user.safetensors"}
@@ -209,12 +223,15 @@ CASES = list(_cases())
 
 def _snapshot(folder: Path) -> dict[str, str]:
     """Every file and folder under `folder` → a digest of its content ('dir', 'fifo'; a link,
-    its target too)."""
+    its target too, unfollowed when it is a loop, dangling or a device)."""
     out = {}
     for path in sorted(folder.rglob("*")):
         key = str(path.relative_to(folder))
         if path.is_symlink():
             key += f" -> {os.readlink(path)}"
+            if not path.exists() or special_kind(path):  # a loop, dangling, a device
+                out[key] = "link"
+                continue
         if path.is_dir():
             out[key] = "dir"
         elif stat.S_ISFIFO(path.stat().st_mode):
@@ -434,3 +451,469 @@ def test_special_files_are_refused_before_they_are_opened(tmp_path):
             check_regular_file(path, "Input")
     with pytest.raises(RopeInterpError, match="does not exist"):
         check_regular_file(tmp_path / "missing", "Input")
+
+
+# ---- damaged or hostile model files: one line, before any library reads them -----------------
+_gstr, _gkv, _gguf = gguf_string, gguf_kv, gguf_bytes
+
+
+_LLAMA = _gkv("general.architecture", 8, _gstr("llama"))
+GGUF_CASES = {
+    "valid_but_truncated.gguf": (_gguf()[:-8], "truncated or damaged: tensor 'w' ends at"),
+    "header_only.gguf": (b"GGUF" + struct.pack("<I", 3), "shorter than a GGUF header"),
+    "version99.gguf": (_gguf(version=99), "GGUF version 99"),
+    "many_tensors.gguf": (_gguf(counts=(2**62, 3)), "claims 4611686018427387904 tensors"),
+    "many_keys.gguf": (_gguf(counts=(1, 2**60)), "metadata keys, more than"),
+    "long_key.gguf": (_gguf(kvs=[_gstr("k", 2**40)]), "claims a length of 1099511627776"),
+    "long_value.gguf": (_gguf(kvs=[_gkv("k", 8, _gstr("v", 2**33))]), "claims a length"),
+    "big_array.gguf": (
+        _gguf(kvs=[_gkv("k", 9, struct.pack("<IQ", 4, 2**60))]),
+        "more than the",
+    ),
+    "many_strings.gguf": (
+        _gguf(kvs=[_gkv("k", 9, struct.pack("<IQ", 8, 2**60))]),
+        "claims 1152921504606846976 items",
+    ),
+    "bad_value_type.gguf": (_gguf(kvs=[_gkv("k", 77, b"")]), "value type 77"),
+    "bad_tensor_type.gguf": (
+        _gguf(tensors=[_gstr("w") + struct.pack("<IQIQ", 1, 4, 999, 0)]),
+        "data type 999",
+    ),
+    "nine_dims.gguf": (_gguf(tensors=[_gstr("w") + struct.pack("<I", 9)]), "9 dimensions"),
+    "no_tensors.gguf": (_gguf(tensors=[]), "holds no tensors"),
+    "theta0.gguf": (
+        _gguf(kvs=[_LLAMA, _gkv("llama.rope.freq_base", 6, struct.pack("<f", 0.0))]),
+        "llama.rope.freq_base = 0.0 is invalid",
+    ),
+    "theta_nan.gguf": (
+        _gguf(kvs=[_LLAMA, _gkv("llama.rope.freq_base", 6, struct.pack("<f", math.nan))]),
+        "llama.rope.freq_base = nan is invalid",
+    ),
+    "no_layers.gguf": (
+        _gguf(kvs=[_LLAMA, _gkv("llama.block_count", 4, struct.pack("<I", 0))]),
+        "llama.block_count = 0 is invalid",
+    ),
+    "no_architecture.gguf": (_gguf(kvs=[]), "names no model"),
+    "modèle ✓.gguf": (b"\x00" * 64, "not a GGUF file"),
+}
+
+_CONFIG = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 4}
+_F32x2 = {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}
+_WEIGHTS = {  # model.safetensors variants: (bytes, what the one line says)
+    "empty": (b"", "it has 0 bytes, fewer than a header"),
+    "long_header": (struct.pack("<Q", 2**40) + b"{}", "its header claims 1099511627776 bytes"),
+    "not_json": (struct.pack("<Q", 4) + b"\xff{x}", "its header is not JSON"),
+    "header_list": (_safetensors([1], b""), "not a JSON object"),
+    "past_end": (
+        _safetensors({"w": {**_F32x2, "data_offsets": [0, 10**12]}}, b"\0" * 8),
+        "ends at data byte 1000000000000",
+    ),
+    "truncated": (TINY_SAFETENSORS[:-4], "ends at data byte 8, past the 4 bytes"),
+    "wrong_size": (
+        _safetensors({"w": {**_F32x2, "shape": [3]}}, b"\0" * 8),
+        "has 8 bytes for shape [3]",
+    ),
+    "gap": (
+        _safetensors({"w": {**_F32x2, "data_offsets": [4, 12]}}, b"\0" * 12),
+        "overlap or leave gaps",
+    ),
+    "extra_bytes": (_safetensors({"w": _F32x2}, b"\0" * 12), "hold 8 bytes but the file has 12"),
+    "bad_dtype": (_safetensors({"w": {**_F32x2, "dtype": "Q7"}}, b"\0" * 8), "dtype 'Q7'"),
+    "neg_shape": (_safetensors({"w": {**_F32x2, "shape": [-2]}}, b"\0" * 8), "invalid shape"),
+    "bad_metadata": (
+        _safetensors({"__metadata__": {"a": 1}, "w": _F32x2}, b"\0" * 8),
+        "__metadata__ must map",
+    ),
+}
+_FIELDS = {  # config.json changes: (change, what the one line says)
+    "theta_zero": ({"rope_theta": 0}, "config field rope_theta = 0 is invalid"),
+    "theta_negative": ({"rope_theta": -1e4}, "config field rope_theta = -10000.0 is invalid"),
+    "theta_string": ({"rope_theta": "1e4"}, "config field rope_theta = '1e4' is invalid"),
+    "theta_nan": ({"rope_theta": math.nan}, "config field rope_theta = nan is invalid"),
+    "theta_bool": ({"rope_theta": True}, "config field rope_theta = True is invalid"),
+    "params_theta": (
+        {"rope_parameters": {"rope_type": "default", "rope_theta": 0.0}},
+        "config field rope_parameters.rope_theta = 0.0",
+    ),
+    "params_string": ({"rope_scaling": "yes"}, "config field rope_scaling = 'yes'"),
+    "gemma3_local_theta": (
+        {"rope_parameters": {"sliding_attention": {"rope_theta": -1}}},
+        "rope_parameters.sliding_attention.rope_theta = -1",
+    ),
+    "scaling_factor": (
+        {"rope_scaling": {"rope_type": "linear", "factor": 0}},
+        "rope_scaling.factor = 0",
+    ),
+    "hidden_string": ({"hidden_size": "64"}, "config field hidden_size = '64'"),
+    "heads_zero": ({"num_attention_heads": 0}, "config field num_attention_heads = 0"),
+    "layers_negative": ({"num_hidden_layers": -1}, "config field num_hidden_layers = -1"),
+    "kv_not_divisor": (
+        {"hidden_size": 8, "num_attention_heads": 4, "num_key_value_heads": 3},
+        "num_key_value_heads = 3 is invalid; it must be a divisor of",
+    ),
+    "partial_rotary": ({"partial_rotary_factor": 1.5}, "partial_rotary_factor = 1.5"),
+    "architectures_string": ({"architectures": "LlamaForCausalLM"}, "config field architectures"),
+    "no_model_type": ({"model_type": None}, "has no model_type"),
+    "layer_types": (
+        {"num_hidden_layers": 2, "layer_types": ["full_attention"]},
+        "config field layer_types",
+    ),
+    "huge_vocab": (
+        {"vocab_size": 10**12},
+        "describes a model of at least 4000000000000 parameters, more than the",
+    ),
+}
+
+
+def _checkpoint(folder: Path, config: bytes | None = None, weights: bytes | None = None) -> None:
+    folder.mkdir()
+    default = json.dumps(_CONFIG).encode()
+    (folder / "config.json").write_bytes(default if config is None else config)
+    (folder / "model.safetensors").write_bytes(TINY_SAFETENSORS if weights is None else weights)
+
+
+def _model_cases(root: Path) -> list[tuple[str, str]]:
+    """Write every damaged model under `root`: [(--model value, what the line says)]."""
+    cases = []
+    for name, (data, expected) in GGUF_CASES.items():
+        (root / name).write_bytes(data)
+        cases.append((name, expected))
+    for name, (data, expected) in _WEIGHTS.items():
+        _checkpoint(root / f"w_{name}", weights=data)
+        cases.append((f"w_{name}", expected))
+    for name, (change, expected) in _FIELDS.items():
+        config = {k: v for k, v in {**_CONFIG, **change}.items() if v is not None}
+        _checkpoint(root / f"c_{name}", config=json.dumps(config).encode())
+        cases.append((f"c_{name}", expected))
+    configs = {
+        "c_not_json": (b"{not json", "config.json is not valid JSON"),
+        "c_list": (b"[1, 2]", "holds a JSON list, not an object"),
+        "c_latin1": (b'{"model_type": "\xe9"}', "is not valid JSON"),
+        "c_deep": (b"[" * 100_000 + b"]" * 100_000, "is not valid JSON"),
+    }
+    for name, (data, expected) in configs.items():
+        _checkpoint(root / name, config=data)
+        cases.append((name, expected))
+    _checkpoint(root / "pickle_only")
+    (root / "pickle_only" / "model.safetensors").unlink()
+    (root / "pickle_only" / "pytorch_model.bin").write_bytes(b"\x80\x04K\x01.")
+    cases.append(("pickle_only", "holds pickled weights only (pytorch_model.bin)"))
+    _checkpoint(root / "no_weights")
+    (root / "no_weights" / "model.safetensors").unlink()
+    cases.append(("no_weights", "has no weights"))
+    _checkpoint(root / "bad_index")
+    (root / "bad_index" / "model.safetensors.index.json").write_text('{"weight_map": {"w": 3}}')
+    cases.append(("bad_index", "has no valid weight_map"))
+    _checkpoint(root / "index_missing_file")
+    (root / "index_missing_file" / "model.safetensors.index.json").write_text(
+        '{"weight_map": {"w": "model-00001-of-00002.safetensors"}}'
+    )
+    cases.append(("index_missing_file", "model-00001-of-00002.safetensors does not exist"))
+    for name, entry in (("fifo_config", "config.json"), ("fifo_weights", "model.safetensors")):
+        _checkpoint(root / name)
+        (root / name / entry).unlink()
+        os.mkfifo(root / name / entry)
+        cases.append((name, f"{entry} in checkpoint folder {name} is a FIFO"))
+    _checkpoint(root / "fifo_tokenizer")
+    os.mkfifo(root / "fifo_tokenizer" / "tokenizer.json")
+    cases.append(("fifo_tokenizer", "tokenizer.json in checkpoint folder fifo_tokenizer is a FIFO"))
+    _checkpoint(root / "device_inside")
+    (root / "device_inside" / "vocab.json").symlink_to("/dev/zero")
+    cases.append(("device_inside", "vocab.json in checkpoint folder device_inside is a character"))
+    _checkpoint(root / "config_loop")
+    (root / "config_loop" / "config.json").unlink()
+    (root / "config_loop" / "config.json").symlink_to("config.json")
+    cases.append(("config_loop", "config.json in checkpoint folder config_loop is a broken"))
+    (root / "loop.gguf").symlink_to("loop.gguf")
+    cases.append(("loop.gguf", "loop.gguf is a broken symbolic link (or a loop of links)"))
+    (root / "dangling.gguf").symlink_to("nowhere.gguf")
+    cases.append(("dangling.gguf", "dangling.gguf is a broken symbolic link"))
+    cases.append(("/dev/zero.gguf", "GGUF file not found"))
+    (root / "zero.gguf").symlink_to("/dev/zero")
+    cases.append(("zero.gguf", "zero.gguf is a character device"))
+    return cases
+
+
+_MODEL_IDS = [*GGUF_CASES, *(f"w_{n}" for n in _WEIGHTS), *(f"c_{n}" for n in _FIELDS)]
+
+
+@pytest.fixture
+def model_cases(workdir):
+    return dict(_model_cases(workdir))
+
+
+def test_every_damaged_model_is_one_line_before_loading(model_cases, workdir, no_hang, capsys):
+    """~70 damaged, lying or hostile model files and folders through `summary --model`: each
+    one line naming the file and what is wrong, exit 2, nothing changed, nothing loaded."""
+    assert set(_MODEL_IDS) <= set(model_cases)
+    before = _snapshot(workdir)
+    wrong = []
+    for model, expected in model_cases.items():
+        code = cli.main(["summary", "--model", model])
+        captured = capsys.readouterr()
+        lines = captured.err.strip().splitlines()
+        if not (code == 2 and len(lines) == 1 and expected in lines[0] and not captured.out):
+            wrong.append((model, code, lines))
+    assert wrong == []
+    assert _snapshot(workdir) == before
+
+
+def test_the_checks_accept_valid_files(tmp_path):
+    """The checks are not refusing everything: a valid GGUF header, safetensors file and
+    checkpoint folder pass, and the GGUF metadata is read right."""
+    from rope_interp.model_files import check_checkpoint_dir, check_gguf, check_safetensors
+
+    (tmp_path / "ok.gguf").write_bytes(_gguf())
+    meta = check_gguf(tmp_path / "ok.gguf")  # (random data: any 16 bytes are 4 floats)
+    assert meta == {
+        "general.architecture": "llama",
+        "llama.block_count": 1,
+        "llama.rope.freq_base": 10000.0,
+    }
+    (tmp_path / "ok.safetensors").write_bytes(TINY_SAFETENSORS)
+    assert check_safetensors(tmp_path / "ok.safetensors")["w"]["shape"] == [2]
+    _checkpoint(tmp_path / "ckpt")
+    assert check_checkpoint_dir(tmp_path / "ckpt") == _CONFIG
+
+
+def test_builtin_gguf_passes_and_its_header_check_is_cheap():
+    from rope_interp.model_files import check_gguf
+
+    path = models.builtin_gguf_path()
+    started = time.perf_counter()
+    meta = check_gguf(path)
+    assert time.perf_counter() - started < 5  # ~0.2 s: the header only, mapped
+    assert meta["llama.rope.freq_base"] == 100000.0 and meta["llama.block_count"] == 30
+
+
+@pytest.mark.parametrize("entry", ["config.json", "model.safetensors"])
+def test_fifo_in_a_checkpoint_folder_fails_at_once_in_a_real_process(tmp_path, entry):
+    """Nothing patched: a FIFO inside a checkpoint folder is refused, not opened."""
+    _checkpoint(tmp_path / "ckpt")
+    (tmp_path / "ckpt" / entry).unlink()
+    os.mkfifo(tmp_path / "ckpt" / entry)
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root), "ROPE_INTERP_CACHE": str(tmp_path / "cache")}
+    result = subprocess.run(
+        [sys.executable, "-m", "rope_interp.cli", "summary", "--model", "ckpt"],
+        capture_output=True,
+        text=True,
+        timeout=HANG_SECONDS,
+        cwd=tmp_path,
+        env=env,
+    )
+    assert result.returncode == 2, result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert f"{entry} in checkpoint folder ckpt is a FIFO" in line
+
+
+def test_truncated_builtin_gguf_is_one_line_through_load_model(tmp_path, monkeypatch):
+    """The API path checks too (not only the command line), and writes no cache entry."""
+    half = models.builtin_gguf_path().read_bytes()
+    (tmp_path / "half.gguf").write_bytes(half[: len(half) // 2])
+    monkeypatch.setenv("ROPE_INTERP_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(RopeInterpError, match="half.gguf is truncated or damaged: tensor"):
+        models.load_model(str(tmp_path / "half.gguf"), device="cpu")
+    assert not (tmp_path / "cache").exists()
+
+
+@pytest.fixture(scope="module")
+def llama_checkpoint(tmp_path_factory):
+    from rope_interp.family_check import build_checkpoint, families
+
+    (llama,) = [f for f in families() if f.name == "Llama"]
+    return build_checkpoint(llama, tmp_path_factory.mktemp("llama") / "ckpt")
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"rope_parameters": {"rope_type": "default", "rope_theta": 0}}, "rope_theta = 0"),
+        ({"intermediate_size": 100}, "could not be loaded"),  # passes the checks; the library
+    ],
+    ids=["theta-zero", "shapes-disagree"],
+)
+def test_real_checkpoint_edits_are_one_error_through_load_model(
+    llama_checkpoint, tmp_path, change, expected
+):
+    """A real checkpoint whose config was edited: an invalid θ names the config field (not a
+    frequency mismatch after loading); weights of other shapes than the config's are the
+    library's refusal, as one `RopeInterpError`."""
+    from rope_interp.family_check import edited_checkpoint
+
+    edited = edited_checkpoint(llama_checkpoint, tmp_path / "edited", **change)
+    with pytest.raises(RopeInterpError, match=expected) as caught:
+        models.load_model(str(edited), device="cpu")
+    assert "edited in place" not in str(caught.value)
+
+
+# ---- arguments: ranges, model-dependent options, outputs against each other -------------------
+ARGUMENT_CASES = [
+    (["summary", "--seed", str(2**32)], "--seed must be an integer in [0, 4294967295]"),
+    (["summary", "--n-ctx", "0"], "--n-ctx must be an integer ≥ 2"),
+    (["summary", "--n-devices", "0"], "--n-devices must be an integer ≥ 1"),
+    (["summary", "--n-ctx", "512"], "--n-ctx and --n-devices apply to checkpoint folders"),
+    (["summary", "--model", "ckpt", "--n-ctx", "64"], "--seq-len 256 does not fit in --n-ctx 64"),
+    (["summary", "--model", "ckpt", "--n-devices", "2", "--device", "cpu"], "not cpu"),
+    (["report", "--bootstrap", str(10**7)], "--bootstrap must be an integer in [1, 1000000]"),
+    (["ablate", "--out", "a.csv", "--random-controls", "99999"], "--random-controls must be"),
+    (["report", "--out", "x.html", "--save-tables", "x.html"], "the same path as"),
+    (["report", "--out", "x.html", "--figures", "x.html/figs"], "inside, or holding,"),
+    (["ablate", "--out", "a.csv", "--run-dir", "a.csv"], "the same path as"),
+    (["ablate", "--out", "a.csv", "--run-dir", "a_heads.csv"], "the same path as"),
+    (["ablate", "--out", "a.csv", "--run-dir", "./a.csv/runs"], "inside, or holding,"),
+    (["stats", "--out", "s.csv", "--shard", "0/0"], "--shard"),
+    (["stats", "--out", "s.csv", "--tokens", "-5"], "--tokens"),
+]
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"), ARGUMENT_CASES, ids=[" ".join(a) for a, _ in ARGUMENT_CASES]
+)
+def test_argument_out_of_range_is_one_line(workdir, capsys, argv, expected):
+    before = _snapshot(workdir)
+    assert cli.main(argv) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert expected in line
+    assert _snapshot(workdir) == before
+
+
+def test_outputs_that_may_share_a_folder_are_accepted(workdir, monkeypatch):
+    """Tables and figures in one folder, and the report inside it, are not collisions."""
+    args = cli.build_parser().parse_args(
+        ["report", "--out", "res/r.html", "--save-tables", "res", "--figures", "res"]
+    )
+    monkeypatch.setattr("rope_interp.plots.export.check_image_export", lambda fmt: None)
+    cli.validate_args(args)  # raises nothing
+
+
+# ---- damaged records: statistics files, run folders, the model cache ---------------------------
+def _damaged_stats(good: Path, root: Path) -> dict[str, tuple[Path, str]]:
+    """Statistics files damaged in their metadata, tensors or bytes: name -> (path, line)."""
+    from safetensors.torch import load_file, save_file
+
+    tensors, meta = load_file(good), json.loads(_read_header(good))["__metadata__"]
+    cases = {}
+
+    def save(name, tensors, meta, expected):
+        save_file(tensors, str(root / name), metadata=meta)
+        cases[name] = (root / name, expected)
+
+    save("count.safetensors", tensors, {**meta, "tokens_seen": "many"}, "damaged statistics")
+    save("spec.safetensors", tensors, {**meta, "spec": "{oops"}, "damaged statistics")
+    save("layers.safetensors", tensors, {**meta, "layers": "[0]"}, "not one row per layer")
+    nan = {**tensors, "q.sum_norm": tensors["q.sum_norm"] * math.nan}
+    save("nan.safetensors", nan, meta, "q.sum_norm is not float64 or holds NaN")
+    less = {k: v for k, v in tensors.items() if k != "k.max_norm"}
+    save("fewer.safetensors", less, meta, "its tensors are not those of PairStats.save")
+    data = good.read_bytes()
+    (root / "cut.safetensors").write_bytes(data[: len(data) // 2])
+    cases["cut.safetensors"] = (root / "cut.safetensors", "is not a readable statistics file")
+    return cases
+
+
+def _read_header(path: Path) -> bytes:
+    data = path.read_bytes()
+    (length,) = struct.unpack("<Q", data[:8])
+    return data[8 : 8 + length]
+
+
+def test_merge_refuses_every_damaged_statistics_file(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    good = _stats_file(tmp_path / "good.safetensors", seed=0)
+    damaged = _damaged_stats(good, tmp_path)
+    before = _snapshot(tmp_path)
+    for name, (_, expected) in damaged.items():
+        assert cli.main(["merge", "m.safetensors", "good.safetensors", name]) == 2, name
+        (line,) = capsys.readouterr().err.strip().splitlines()
+        assert expected in line and name in line, line
+    assert _snapshot(tmp_path) == before
+
+
+def _record_damage():
+    """Edits of a finished condition record that keep its key: each must be recomputed."""
+    return {
+        "losses_short": lambda r: r.update(losses=r["losses"][:-1]),
+        "losses_text": lambda r: r.update(losses=["x"] * len(r["losses"])),
+        "complete_text": lambda r: r.update(complete="yes"),
+        "rows_negative": lambda r: r.update(rows=-1),
+        "sums_shape": lambda r: r.update(sums={m: [[0.0]] for m in r["sums"]}),
+        "sums_missing": lambda r: r["sums"].pop("kl"),
+        "sequences_other": lambda r: r.update(sequence_ids=["0"] * len(r["sequence_ids"])),
+        "parts_list": lambda r: r.update(parts=[]),
+    }
+
+
+@pytest.mark.parametrize("damage", list(_record_damage()))
+def test_damaged_run_record_is_recomputed_with_one_note(tmp_path, capsys, damage):
+    import pandas as pd
+
+    from rope_interp.experiment import Condition, run_experiment
+    from tests.helpers import random_tokens
+
+    model = make_model("half_full")
+    band = select_band(RotarySpec.from_model(model), "high", k=1)
+    condition = Condition("zero high 1", Intervention(model, band))
+    tokens = random_tokens(model, batch=4, pos=8)
+    first = run_experiment(model, [condition], tokens, out_dir=tmp_path, progress=False)
+    (path,) = (tmp_path / "conditions").glob("*.json")
+    record = json.loads(path.read_text())
+    _record_damage()[damage](record)
+    path.write_text(json.dumps(record))
+    capsys.readouterr()
+    again = run_experiment(model, [condition], tokens, out_dir=tmp_path, progress=False)
+    (note,) = capsys.readouterr().err.strip().splitlines()
+    assert again.skipped == [] and "recomputing" in note
+    pd.testing.assert_frame_equal(again.summary, first.summary)
+
+
+def test_fifo_in_a_run_folder_is_never_opened(tmp_path, no_hang, capsys):
+    from rope_interp.results import merge_results
+    from rope_interp.run_store import read_record
+
+    (tmp_path / "conditions").mkdir()
+    os.mkfifo(tmp_path / "conditions" / "x.json")
+    assert read_record(tmp_path / "conditions" / "x.json") is None
+    with pytest.raises(RopeInterpError, match="No finished conditions"):
+        merge_results([tmp_path])
+    assert "unreadable or unfinished" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "manifest",
+    [
+        {"layout": 1, "files": {"data.txt": "big"}},
+        {"layout": 1, "files": {"../outside.txt": {"size": 3, "crc32": "0"}}},
+        {"layout": 1, "files": {"data.txt": {"size": True, "crc32": "0"}}},
+        {"layout": 1, "files": []},
+        "fifo",
+    ],
+    ids=["entry-not-object", "path-outside", "size-bool", "files-list", "manifest-fifo"],
+)
+def test_damaged_cache_manifest_is_rebuilt_with_one_note(tmp_path, no_hang, capsys, manifest):
+    from rope_interp import model_cache
+
+    def build(folder: Path) -> None:
+        (folder / "data.txt").write_text("abc")
+
+    entry = model_cache.cached_entry(tmp_path, "k", build, source="src")
+    (tmp_path / "outside.txt").write_text("abc")
+    (entry / model_cache.MANIFEST).unlink()
+    if manifest == "fifo":
+        os.mkfifo(entry / model_cache.MANIFEST)
+    else:
+        (entry / model_cache.MANIFEST).write_text(json.dumps(manifest))
+    again = model_cache.cached_entry(tmp_path, "k", build, source="src")
+    (note,) = capsys.readouterr().err.strip().splitlines()
+    assert "is damaged" in note and "rebuilding" in note
+    model_cache.verify(again)  # whole again
+    assert (tmp_path / "outside.txt").read_text() == "abc"
+
+
+def test_fifo_in_an_old_run_folder_given_as_run_dir_is_not_opened(workdir, no_hang, capsys):
+    """Deciding whether an existing --run-dir is rope-interp's reads its records: a FIFO
+    among them is refused as foreign, not read."""
+    (workdir / "old" / "conditions").mkdir(parents=True)
+    os.mkfifo(workdir / "old" / "conditions" / "a.json")
+    assert cli.main(["ablate", "--out", "a.csv", "--run-dir", "old"]) == 2
+    assert "holds files rope-interp did not write" in capsys.readouterr().err

@@ -22,6 +22,7 @@ import torch
 from rope_interp import hf_loading, model_cache, models
 from rope_interp.errors import RopeInterpError
 from rope_interp.testing import _BASE, FIXTURES, HOST, make_model, tiny_hf_model
+from tests.helpers import gguf_bytes
 
 # The cache entry's weights file and the function that writes an entry, on each host.
 WEIGHTS = "weights.safetensors" if HOST == "hooked" else "model.safetensors"
@@ -46,7 +47,7 @@ def fake_source(tmp_path, monkeypatch):
     """A .gguf path whose 'conversion' is a tiny model; returns (path, conversions, reference)."""
     monkeypatch.setenv("ROPE_INTERP_CACHE", str(tmp_path / "cache"))
     source = tmp_path / "tiny.gguf"
-    source.write_bytes(b"GGUF" + os.urandom(64))
+    source.write_bytes(gguf_bytes())  # a valid header: the loader checks it first
     reference = make_model("half_full")
     cfg_dict = {k: v for k, v in {**_BASE, **FIXTURES["half_full"]}.items() if k != "device"}
     conversions = []

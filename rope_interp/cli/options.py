@@ -68,27 +68,69 @@ def add_model_options(parser: argparse.ArgumentParser, tokens: int = 4096) -> No
     )
 
 
+# (option, smallest, largest or None, meaning) of the integer options any command may have.
+INTEGER_RANGES = (
+    ("--tokens", 1, None, "tokens to analyse"),
+    ("--seq-len", 2, None, "tokens per window"),
+    ("--batch-size", 1, None, "windows per forward pass"),
+    ("--seed", 0, 2**32 - 1, "a random seed"),
+    ("--bootstrap", 1, 1_000_000, "bootstrap resamples"),
+    ("--random-controls", 0, 10_000, "random-pair controls"),
+    ("--ablation-tokens", 1, None, "tokens for the ablations"),
+    ("--analysis-tokens", 1, None, "tokens for the score decompositions"),
+    ("--n-ctx", 2, None, "the context length to build the model with"),
+    ("--n-devices", 1, None, "devices to split the model over"),
+)
+
+
 def check_model_options(args: argparse.Namespace) -> None:
-    """The numeric options any command may have, `--device` and `--dtype`."""
-    for option, minimum, meaning in (
-        ("--tokens", 1, "tokens to analyse"),
-        ("--seq-len", 2, "tokens per window"),
-        ("--batch-size", 1, "windows per forward pass"),
-        ("--seed", 0, "a random seed"),
-        ("--bootstrap", 1, "bootstrap resamples"),
-        ("--random-controls", 0, "random-pair controls"),
-        ("--ablation-tokens", 1, "tokens for the ablations"),
-        ("--analysis-tokens", 1, "tokens for the score decompositions"),
-    ):
+    """The numeric options any command may have, `--device` and `--dtype`, and the model
+    options that only some models take."""
+    for option, minimum, maximum, meaning in INTEGER_RANGES:
         value = getattr(args, option.removeprefix("--").replace("-", "_"), None)
-        if isinstance(value, int) and value < minimum:  # (`stats --tokens` is a budget like 50k)
-            raise RopeInterpError(
-                f"{option} must be an integer ≥ {minimum} ({meaning}); got {value}."
-            )
+        if not isinstance(value, int):  # absent, or `stats --tokens` (a budget like 50k)
+            continue
+        if value < minimum or (maximum is not None and value > maximum):
+            span = f"≥ {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
+            raise RopeInterpError(f"{option} must be an integer {span} ({meaning}); got {value}.")
     fraction = getattr(args, "fraction", None)
     if fraction is not None and not 0 < fraction <= 0.5:
         raise RopeInterpError(f"--fraction must lie in (0, 0.5]; got {fraction}.")
+    n_ctx = getattr(args, "n_ctx", None)
+    if n_ctx is not None and isinstance(args.seq_len, int) and args.seq_len > n_ctx:
+        raise RopeInterpError(
+            f"--seq-len {args.seq_len} does not fit in --n-ctx {n_ctx}: windows must fit the "
+            "model's context; lower --seq-len or raise --n-ctx."
+        )
     check_device_and_dtype(args.device, args.dtype)
+    check_model_layout(args)
+
+
+def check_model_layout(args: argparse.Namespace) -> None:
+    """`--n-ctx` and `--n-devices`: only for checkpoint folders and official names, and
+    `--n-devices` only over GPUs that are there."""
+    import torch
+
+    from rope_interp.models import BUILTIN_MODEL
+
+    n_ctx, n_devices = getattr(args, "n_ctx", None), getattr(args, "n_devices", 1)
+    gguf = args.model.lower() == BUILTIN_MODEL or args.model.lower().endswith(".gguf")
+    if gguf and (n_ctx is not None or n_devices != 1):
+        raise RopeInterpError(
+            "--n-ctx and --n-devices apply to checkpoint folders and official names; a GGUF "
+            "model (the built-in one too) is built with its own context on one device."
+        )
+    if n_devices > 1:
+        device = torch.device(args.device) if args.device else None
+        if device is not None and device.type != "cuda":
+            raise RopeInterpError(
+                f"--n-devices {n_devices} splits a model over GPUs, not {device}."
+            )
+        if n_devices > torch.cuda.device_count():
+            raise RopeInterpError(
+                f"--n-devices {n_devices}: this machine has {torch.cuda.device_count()} CUDA "
+                "device(s)."
+            )
 
 
 def check_device_and_dtype(device: str | None, dtype: str) -> None:

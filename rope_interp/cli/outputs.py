@@ -49,11 +49,13 @@ def model_inputs(model: str, corpus_files: Sequence[str]) -> list[tuple[str, Pat
 def check_outputs(
     outputs: Sequence[Output], inputs: Sequence[tuple[str, Path]], overwrite: bool = False
 ) -> None:
-    """Every output writable, none an input, none an existing file or folder that rope-interp
-    did not write (unless `overwrite`): else one `RopeInterpError` naming the option."""
+    """Every output writable, none another output or an input, none an existing file or
+    folder that rope-interp did not write (unless `overwrite`): else one `RopeInterpError`
+    naming the option."""
     from rope_interp.atomic import check_writable_dir, check_writable_file
-    from rope_interp.files import refuse_overlap
+    from rope_interp.files import refuse_collisions, refuse_overlap
 
+    refuse_collisions([(o.option, o.path, o.kind == "folder") for o in outputs])
     for output in outputs:
         check = check_writable_dir if output.kind == "folder" else check_writable_file
         check(output.path, output.option)
