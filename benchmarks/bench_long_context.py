@@ -1,6 +1,7 @@
 """Time and memory of `long_context_stats` on the built-in SmolLM2-135M at long context (CPU).
 
     python benchmarks/bench_long_context.py [--lengths 2048,8192] [--layers 0] [--tile-size 32]
+    python benchmarks/bench_long_context.py --gpu --lengths 2048,8192,16384,32768 --tile-size 512
 
 For each length, three fresh processes (so that each peak RSS is its own) load the model, take
 one window of that many tokens of the embedded corpus, and run:
@@ -131,6 +132,50 @@ def measure(mode: str, length: int, layers: list[int], tile_size: int, threads: 
     }
 
 
+def gpu_main(args) -> None:
+    """On CUDA, a random-weight Llama-3-8B-shape bridge in bfloat16 (benchmarks/bench_stats.py):
+    per length, the host's forward up to the chosen layers against `long_context_stats` on them,
+    time and peak GPU memory above the loaded model; a length the host cannot run is said so."""
+    import torch
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from bench_stats import random_model
+
+    from rope_interp.analysis.long_context import long_context_stats
+
+    lengths = [int(x) for x in args.lengths.split(",")]
+    layers = [int(x) for x in args.layers.split(",")]
+    model = random_model("llama-3-8b", torch.bfloat16, "cuda", n_ctx=max(lengths))
+    stop = {"stop_at_layer": max(layers) + 1}
+    print(f"{torch.cuda.get_device_name()}: random Llama-3-8B shape, bf16, layers {layers}, "
+          f"tile {args.tile_size}")  # fmt: skip
+    print("| tokens | host forward (s) | host peak (GiB) | stats (s) | stats peak (GiB) |")
+    print("|---|---|---|---|---|")
+    for length in lengths:
+        tokens = torch.randint(0, 128256, (1, length), generator=torch.Generator().manual_seed(0))
+        tokens = tokens.cuda()
+        row = [str(length)]
+        for job in (
+            lambda t=tokens: model(t, return_type=None, **stop),
+            lambda t=tokens: long_context_stats(model, t, layers=layers, tile_size=args.tile_size),
+        ):
+            torch.cuda.synchronize()
+            torch.cuda.empty_cache()
+            base = torch.cuda.memory_allocated()
+            torch.cuda.reset_peak_memory_stats()
+            start = time.perf_counter()
+            try:
+                with torch.no_grad():
+                    job()
+                torch.cuda.synchronize()
+            except torch.OutOfMemoryError:
+                row += ["out of memory", "-"]
+                continue
+            peak = (torch.cuda.max_memory_allocated() - base) / 2**30
+            row += [f"{time.perf_counter() - start:.2f}", f"{peak:.2f}"]
+        print("| " + " | ".join(row) + " |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lengths", default="2048,8192")
@@ -138,8 +183,11 @@ def main() -> None:
     parser.add_argument("--tile-size", type=int, default=32)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--modes", default=",".join(MODES))
+    parser.add_argument("--gpu", action="store_true", help="random Llama-3-8B shape on CUDA")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: MODE:LENGTH in this process
     args = parser.parse_args()
+    if args.gpu:
+        return gpu_main(args)
     layers = [int(x) for x in args.layers.split(",")]
     if args.one:
         mode, length = args.one.split(":")

@@ -35,7 +35,9 @@ def gpu_main(args) -> None:
         "| shape | dtype | batch × seq | forward (ms) | runner ÷ (5 forwards) | with run folder |"
     )
     print("|---|---|---|---|---|---|")
-    for shape, (batch, seq_len) in {"smollm2-135m": (8, 1024), "llama-3-8b": (8, 2048)}.items():
+    shapes = {"smollm2-135m": (8, 1024), "llama-3-8b": (8, 2048)}
+    for shape in args.shapes.split(","):
+        batch, seq_len = shapes[shape]
         for dtype in (torch.bfloat16, torch.float32)[: 1 if shape == "llama-3-8b" else 2]:
             fwd, run, stored = gpu_ratios(shape, dtype, batch, seq_len, args.repeats)
             print(
@@ -107,6 +109,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--no-attention", action="store_true", help="Δloss only")
     parser.add_argument("--gpu", action="store_true", help="random-weight shapes on CUDA")
+    parser.add_argument("--shapes", default="smollm2-135m,llama-3-8b", help="with --gpu")
     args = parser.parse_args()
     if args.gpu:
         return gpu_main(args)
