@@ -21,7 +21,7 @@ so its windows start with a text token.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -139,9 +139,10 @@ def _sample_windows(
     prepend_bos: bool,
     n_ctx: int | None,
     pool: int | None,
+    skipped: Callable[[], str] = str,
 ) -> Int[Tensor, "batch pos"]:
     """`n_windows` of the first `pool` (None: all) consecutive windows, drawn with a seeded
-    permutation; BOS first if `prepend_bos`."""
+    permutation; BOS first if `prepend_bos`. `skipped()` says what reading skipped."""
     _check_window_shape(seq_len, n_ctx)
     if n_windows < 1:
         raise RopeInterpError(f"n_windows must be ≥ 1, got {n_windows}.")
@@ -151,7 +152,8 @@ def _sample_windows(
     cutter = _Windows(pieces, tokenizer, body, pool)
     windows = [torch.tensor(window, dtype=torch.long) for window in cutter]
     if cutter.tokens == 0:
-        raise RopeInterpError("The corpus is empty: no non-blank text was found.")
+        why = _why(skipped())
+        raise RopeInterpError(f"The corpus is empty: no non-blank text was found{why}.")
     available = len(windows)
     if available < n_windows:
         raise RopeInterpError(
@@ -165,6 +167,10 @@ def _sample_windows(
         bos = torch.full((n_windows, 1), tokenizer.bos_token_id, dtype=torch.long)
         chosen = torch.cat([bos, chosen], dim=1)
     return chosen
+
+
+def _why(note: str) -> str:
+    return f" ({note})" if note else ""
 
 
 def token_windows(
@@ -215,6 +221,7 @@ def load_corpus(
         prepend_bos,
         model.cfg.n_ctx,
         pool,
+        reader.note,
     )
     return Corpus(name=reader.name, tokens=tokens, prepend_bos=prepend_bos, note=reader.note())
 
@@ -316,7 +323,10 @@ class TokenStream:
             if number % count == index:
                 yield torch.tensor(bos + window, dtype=torch.long)
         if cutter.tokens == 0:
-            raise RopeInterpError(f"The corpus {self.source!r} is empty: no non-blank text.")
+            why = _why(self.note())
+            raise RopeInterpError(
+                f"The corpus {self.source!r} is empty: no non-blank text was found{why}."
+            )
 
     def note(self) -> str:
         """What the last pass skipped (rows whose text field is not text), or ''."""
