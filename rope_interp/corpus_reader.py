@@ -419,15 +419,20 @@ def _parquet_file(path: Path, column: str):
     kind = schema.field(column).type
     if pa.types.is_dictionary(kind):
         kind = kind.value_type
-    if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
-        text_columns = [
-            f.name for f in schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)
-        ]
+    if not _is_text_type(kind):
+        text_columns = [f.name for f in schema if _is_text_type(f.type)]
         raise RopeInterpError(
             f"Column {column!r} of {path} holds {kind} values, not text; name a text column "
             f"(its string columns: {text_columns})."
         )
     return table
+
+
+def _is_text_type(kind) -> bool:
+    import pyarrow as pa
+
+    string_view = getattr(pa.types, "is_string_view", lambda _: False)
+    return pa.types.is_string(kind) or pa.types.is_large_string(kind) or string_view(kind)
 
 
 def _parquet_values(path: Path, column: str) -> Iterator[Any]:

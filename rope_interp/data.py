@@ -28,16 +28,12 @@ import torch
 from jaxtyping import Int
 from torch import Tensor
 
-from rope_interp.corpus_reader import (
-    EMBEDDED_CORPUS,
-    CorpusReader,
-    embedded_texts,
-    resolve_text_files,
-    text_blocks,
-)
+from rope_interp.corpus_reader import EMBEDDED_CORPUS as EMBEDDED_CORPUS
+from rope_interp.corpus_reader import CorpusReader, text_blocks
+from rope_interp.corpus_reader import embedded_texts as embedded_texts
+from rope_interp.corpus_reader import resolve_text_files as resolve_text_files
 from rope_interp.errors import RopeInterpError
 
-__all__ = ["EMBEDDED_CORPUS", "embedded_texts", "resolve_text_files"]  # from corpus_reader
 _CHUNK_CHARS = 1 << 20  # the most text tokenised per call
 _MIN_BLOCK_CHARS = 1 << 12  # the least, when few tokens are still wanted
 _CHARS_PER_TOKEN = 4  # to size a block to the tokens still wanted (more is read if short)

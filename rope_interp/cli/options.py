@@ -50,7 +50,8 @@ def add_model_options(parser: argparse.ArgumentParser, tokens: int = 4096) -> No
     parser.add_argument(
         "--corpus",
         default="pydoc",
-        help="'pydoc' (embedded English prose), 'hf:NAME[:COLUMN]', or text file paths/globs",
+        help="'pydoc' (embedded English prose), 'hf:NAME[:COLUMN]', or comma-separated file "
+        "paths/globs: text, .jsonl, .parquet, also gzip/bzip2/xz (see docs/corpora.md)",
     )
     parser.add_argument("--tokens", type=int, default=tokens, help="tokens to analyse")
     parser.add_argument("--seq-len", type=int, default=256, help="tokens per window")
