@@ -70,7 +70,8 @@ def validate_args(args: argparse.Namespace) -> None:
         check_model_options(args)
         outputs = VALIDATORS[args.command](args)
         check_model_name(args.model)
-        inputs = model_inputs(args.model, check_corpus_source(args.corpus))
+        corpus_files = check_corpus_source(args.corpus, getattr(args, "text_column", "text"))
+        inputs = model_inputs(args.model, corpus_files)
     check_outputs(outputs, inputs, overwrite=getattr(args, "overwrite", False))
 
 

@@ -15,13 +15,18 @@ from rope_interp.errors import RopeInterpError
 
 
 def load_model_and_corpus(args: argparse.Namespace):
-    """The model and corpus named by `add_model_options`'s arguments (on `args.device`)."""
+    """The model and corpus named by `add_model_options`'s arguments (on `args.device`): the
+    `--tokens // --seq-len` windows, read with the reader every command shares (the text field
+    of .jsonl/.parquet files is `--text-column` where a command has it, else `text`)."""
     from rope_interp.data import load_corpus
 
     model = load_model_from_args(args, args.device)
     n_windows = max(1, args.tokens // args.seq_len)
+    column = getattr(args, "text_column", "text")
     try:
-        corpus = load_corpus(model, args.corpus, args.seq_len, n_windows, seed=args.seed)
+        corpus = load_corpus(
+            model, args.corpus, args.seq_len, n_windows, seed=args.seed, column=column
+        )
     except OSError as error:
         raise RopeInterpError(
             f"Could not read corpus {args.corpus!r}: {str(error).rstrip('.')}. Offline, use the "

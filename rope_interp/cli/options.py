@@ -50,7 +50,8 @@ def add_model_options(parser: argparse.ArgumentParser, tokens: int = 4096) -> No
     parser.add_argument(
         "--corpus",
         default="pydoc",
-        help="'pydoc' (embedded English prose), 'hf:NAME[:COLUMN]', or text file paths/globs",
+        help="'pydoc' (embedded English prose), 'hf:NAME[:COLUMN]', or comma-separated file "
+        "paths/globs: text, .jsonl, .parquet, also gzip/bzip2/xz (see docs/corpora.md)",
     )
     parser.add_argument("--tokens", type=int, default=tokens, help="tokens to analyse")
     parser.add_argument("--seq-len", type=int, default=256, help="tokens per window")
@@ -175,16 +176,18 @@ def check_model_name(name: str) -> None:
         raise RopeInterpError(f"--model: {error}") from None
 
 
-def check_corpus_source(source: str) -> list[str]:
-    """`--corpus`: the embedded corpus, a HF dataset, or text files that exist (returned)."""
-    from rope_interp.data import EMBEDDED_CORPUS, resolve_text_files
+def check_corpus_source(source: str, column: str = "text") -> list[str]:
+    """`--corpus`: the embedded corpus, a HF dataset, or files that exist and look like what
+    their names say (text, JSONL or Parquet with a text column `column`), checked from their
+    first bytes; returns the files."""
+    from rope_interp.corpus_reader import CorpusReader
 
-    if source == EMBEDDED_CORPUS or source.startswith("hf:"):
-        return []
     try:
-        return resolve_text_files(source.split(","))
+        reader = CorpusReader(source, column)
+        reader.check()
     except RopeInterpError as error:
         raise RopeInterpError(f"--corpus: {error}") from None
+    return [str(path) for path in reader.paths]
 
 
 def floats(value: str | None, option: str) -> list[float]:

@@ -120,6 +120,8 @@ def cmd_stats(args: argparse.Namespace) -> None:
         )
         if world > 1:
             all_reduce_stats(stats)
+        if rank == 0 and stream.note():
+            print(f"corpus: {stream.note()}", file=sys.stderr)
         if rank == 0:
             if stats.tokens_seen == 0:
                 raise RopeInterpError(
