@@ -47,11 +47,16 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     return Path(path)
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write `data` to `path` atomically; returns `path`."""
+def write_table(frame, path: str | Path) -> Path:
+    """A tidy table (`pandas.DataFrame`) as CSV, or Parquet where `path` ends in .parquet,
+    written atomically; returns `path`."""
+    path = Path(path)
     with atomic_write(path) as tmp:
-        tmp.write_bytes(data)
-    return Path(path)
+        if path.suffix.lower() == ".parquet":
+            frame.to_parquet(tmp, index=False)
+        else:
+            frame.to_csv(tmp, index=False)
+    return path
 
 
 def check_writable_file(path: str | Path, what: str = "output") -> Path:

@@ -223,29 +223,6 @@ def load_corpus(
 
 
 # ---- corpora of any size: streaming token windows ---------------------------------------------
-_SUFFIXES = {"k": 10**3, "m": 10**6, "b": 10**9, "g": 10**9, "t": 10**12}
-
-
-def parse_token_count(text: str | int, what: str = "--tokens") -> int:
-    """`"100M"`, `"50k"`, `"1e6"`, `"2048"` → a positive int (k = 10³, M = 10⁶, B/G = 10⁹)."""
-    from rope_interp.numbers import parse_number
-
-    if isinstance(text, int):
-        value = float(text)
-    else:
-        stripped = str(text).strip()
-        scale = _SUFFIXES.get(stripped[-1:].lower(), 1) if stripped else 1
-        number = stripped[:-1] if scale != 1 else stripped
-        hint = f"{what} takes a token count such as 4096, 50k, 100M or 1e6; got {text!r}."
-        try:
-            value = parse_number(number, what) * scale
-        except RopeInterpError:
-            raise RopeInterpError(hint) from None
-    if value < 1 or value != int(value):
-        raise RopeInterpError(f"{what} must be a whole number of tokens ≥ 1; got {text!r}.")
-    return int(value)
-
-
 def parse_shard(text: str | tuple[int, int], what: str = "--shard") -> tuple[int, int]:
     """`"i/N"` → `(i, N)` with 0 ≤ i < N."""
     if isinstance(text, tuple):

@@ -19,3 +19,12 @@ class UnsupportedBridge(RopeInterpError):
 
 class UnsupportedModel(RopeInterpError):
     """The model (or one of its settings) cannot be decomposed exactly; the message says why."""
+
+
+class UsageError(RopeInterpError):
+    """A command-line usage mistake (argparse's own errors), reported like any other."""
+
+
+class CacheDamaged(Exception):
+    """A model-cache entry that does not match its manifest (internal: triggers a rebuild, never
+    reaches the user)."""

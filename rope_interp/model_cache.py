@@ -19,19 +19,21 @@ Readers of a complete entry take no lock: a finished entry is never modified, on
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import shutil
-import sys
 import tempfile
 import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
+from filelock import FileLock
+
 from rope_interp.atomic import atomic_write_text
+from rope_interp.errors import CacheDamaged
 from rope_interp.files import special_kind
+from rope_interp.logs import note
 
 MANIFEST = "manifest.json"
 # Bump when the layout of an entry changes.
@@ -39,10 +41,6 @@ LAYOUT_VERSION = 1
 _CHUNK = 1 << 24
 
 T = TypeVar("T")
-
-
-class CacheDamaged(Exception):
-    """An entry that does not match its manifest (internal: triggers a rebuild)."""
 
 
 def entry_path(root: str | Path, key: str) -> Path:
@@ -147,7 +145,7 @@ def cached_entry(
         except CacheDamaged as damage:
             reason = str(damage)
         if reason != "missing":
-            _note(f"the model cache {entry} is damaged ({reason}); rebuilding it from {source}.")
+            note(f"the model cache {entry} is damaged ({reason}); rebuilding it from {source}.")
         _build_into_place(entry, build, required)
     return entry
 
@@ -168,7 +166,7 @@ def load_cached(
     except Exception as error:  # noqa: BLE001 (any failure to read the cache means: rebuild)
         reason = f"{type(error).__name__}: {' '.join(str(error).split())[:200]}"
     with _locked(entry.with_name(entry.name + ".lock")):
-        _note(f"the model cache {entry} could not be read ({reason}); rebuilding it from {source}.")
+        note(f"the model cache {entry} could not be read ({reason}); rebuilding it from {source}.")
         _build_into_place(entry, build, required)
     return load(entry)
 
@@ -208,14 +206,9 @@ def _fsync_tree(folder: Path) -> None:
 
 @contextlib.contextmanager
 def _locked(lock_path: Path) -> Iterator[None]:
-    """An exclusive advisory lock held for the block (released when the process dies)."""
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+    """An exclusive lock held for the block (`filelock`: released when the process dies, on
+    every platform)."""
+    if lock_path.is_symlink():  # opening it would truncate whatever it points to
+        lock_path.unlink()
+    with FileLock(lock_path):
         yield
-    finally:
-        os.close(fd)  # releases the lock
-
-
-def _note(message: str) -> None:
-    print(f"rope-interp: {message}", file=sys.stderr, flush=True)

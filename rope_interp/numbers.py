@@ -83,3 +83,24 @@ def format_number(value: Any) -> str:
             return f"{value:.3e}"
         return f"{value:.4g}"
     return str(value)
+
+
+_SUFFIXES = {"k": 10**3, "m": 10**6, "b": 10**9, "g": 10**9, "t": 10**12}
+
+
+def parse_token_count(text: str | int, what: str = "--tokens") -> int:
+    """`"100M"`, `"50k"`, `"1e6"`, `"2048"` → a positive int (k = 10³, M = 10⁶, B/G = 10⁹)."""
+    if isinstance(text, int):
+        value = float(text)
+    else:
+        stripped = str(text).strip()
+        scale = _SUFFIXES.get(stripped[-1:].lower(), 1) if stripped else 1
+        number = stripped[:-1] if scale != 1 else stripped
+        hint = f"{what} takes a token count such as 4096, 50k, 100M or 1e6; got {text!r}."
+        try:
+            value = parse_number(number, what) * scale
+        except RopeInterpError:
+            raise RopeInterpError(hint) from None
+    if value < 1 or value != int(value):
+        raise RopeInterpError(f"{what} must be a whole number of tokens ≥ 1; got {text!r}.")
+    return int(value)

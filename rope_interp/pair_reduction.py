@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import functools
 import inspect
-import logging
 
 import torch
 from torch import Tensor
 
-LOG = logging.getLogger("rope_interp")
+from rope_interp.logs import note
 
 # Fields of the first output's axis 1, in order (see `stats._SUMS`).
 N_FIELDS = 7
@@ -79,7 +78,7 @@ def compiled_reduce_pairs(
             return _compiled()(x, rotary_dim, n_pairs, half, dtype)
         except Exception as error:  # noqa: BLE001 - any compiler failure: use the eager form
             COMPILE_ERROR = f"{type(error).__name__}: {error}"
-            LOG.warning("torch.compile of the pair reduction failed (%s); using eager.", error)
+            note(f"torch.compile of the pair reduction failed ({error}); using eager.")
     return reduce_pairs(x, rotary_dim, n_pairs, half, dtype)
 
 

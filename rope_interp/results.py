@@ -20,9 +20,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from rope_interp.atomic import write_table
 from rope_interp.errors import RopeInterpError
 from rope_interp.measures import METRICS
-from rope_interp.run_store import note, read_record, write_csv, write_record
+from rope_interp.run_store import note, read_record, write_record
 
 _HTML_ROWS = 12  # conditions shown in a notebook before "... and N more"
 
@@ -161,9 +162,9 @@ def result_from_records(records: list[dict], skipped: list[str]) -> ExperimentRe
 
 def write_result_tables(out_dir: str | Path, result: ExperimentResult) -> None:
     """`summary.csv`, `heads.csv` and `sequences.csv` in a run directory, each atomically."""
-    write_csv(Path(out_dir) / "summary.csv", result.summary)
-    write_csv(Path(out_dir) / "heads.csv", result.heads)
-    write_csv(Path(out_dir) / "sequences.csv", result.sequences)
+    write_table(result.summary, Path(out_dir) / "summary.csv")
+    write_table(result.heads, Path(out_dir) / "heads.csv")
+    write_table(result.sequences, Path(out_dir) / "sequences.csv")
 
 
 def merge_results(

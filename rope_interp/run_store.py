@@ -17,19 +17,18 @@ import importlib.metadata
 import json
 import os
 import re
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 
-from rope_interp.atomic import atomic_write, atomic_write_text
+from rope_interp.atomic import atomic_write_text
 from rope_interp.files import special_kind
 from rope_interp.fingerprint import callable_identity, source_fingerprint, value_identity
+from rope_interp.logs import note
 from rope_interp.measures import METRICS
 
 FORMAT_VERSION = 2
@@ -225,12 +224,6 @@ def write_record(store: Path, record: dict) -> None:
     atomic_write_text(record_path(store, record["name"]), json.dumps(record, default=json_default))
 
 
-def write_csv(path: Path, frame: pd.DataFrame) -> None:
-    """A table as CSV, written atomically."""
-    with atomic_write(path) as tmp:
-        frame.to_csv(tmp, index=False)
-
-
 def json_default(value):
     """JSON for numpy scalars and tensors (as lists); anything else by its str()."""
     if isinstance(value, np.generic):
@@ -238,8 +231,3 @@ def json_default(value):
     if isinstance(value, torch.Tensor):
         return value.tolist()
     return str(value)
-
-
-def note(message: str) -> None:
-    """A one-line note on stderr."""
-    print(f"rope-interp: {message}", file=sys.stderr, flush=True)

@@ -9,8 +9,9 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
 import rope_interp.data as data
-from rope_interp.data import TokenStream, embedded_texts, parse_shard, parse_token_count
+from rope_interp.data import TokenStream, embedded_texts, parse_shard
 from rope_interp.errors import RopeInterpError
+from rope_interp.numbers import parse_token_count
 
 DOCS = embedded_texts()[:30]
 
@@ -218,7 +219,7 @@ def _tiny_loader(tokenizer):
 
 def _stats_argv(corpus, out, *extra):
     return ["stats", "--corpus", str(corpus), "--out", str(out), "--seq-len", "16",
-            "--tokens", "1600", "--batch-size", "3", *extra]  # fmt: skip
+            "--tokens", "1600", "--batch-size", "3", "--quiet", *extra]  # fmt: skip
 
 
 def _assert_same_stats(a_path, b_path):
@@ -252,6 +253,9 @@ def test_merge_of_shard_files_equals_the_unsharded_file(
     assert cli.main(["merge", str(merged), *map(str, shards)]) == 0
     assert "1600 tokens from 2 files" in capsys.readouterr().out
     _assert_same_stats(merged, whole)
+    again = tmp_path / "again.safetensors"  # --out, as every other command writes
+    assert cli.main(["merge", *map(str, shards), "--out", str(again)]) == 0
+    _assert_same_stats(again, whole)
     assert cli.main(_stats_argv(corpus, tmp_path / "x.safetensors", "--shard", "2/2")) == 2
     assert cli.main(_stats_argv(corpus, tmp_path / "x.safetensors", "--tokens", "0")) == 2
     assert cli.main(["merge", str(merged), str(shards[0])]) == 2

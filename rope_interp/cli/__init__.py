@@ -65,7 +65,8 @@ def validate_args(args: argparse.Namespace) -> None:
     """Every check that needs no model, before any work: one `RopeInterpError` naming the
     option, the value and what is accepted; last, every output against every input."""
     if args.command == "merge":
-        outputs, inputs = validate_merge(args), [("IN", Path(p)) for p in args.inputs]
+        outputs = validate_merge(args)
+        inputs = [("IN", Path(p)) for p in args.inputs]
     else:
         check_model_options(args)
         outputs = VALIDATORS[args.command](args)

@@ -13,6 +13,7 @@ import argparse
 import time
 from pathlib import Path
 
+from rope_interp.atomic import write_table
 from rope_interp.cli import loading
 from rope_interp.cli.distributed import process_group
 from rope_interp.cli.options import (
@@ -77,7 +78,6 @@ def add_ablate_command(commands) -> None:
     ablate.add_argument(
         "--run-dir", default=None, help="where partial results go (default: OUT's name + .runs)"
     )
-    ablate.add_argument("--quiet", action="store_true", help="no progress output")
     add_overwrite_option(ablate)
     ablate.set_defaults(func=cmd_ablate)
 
@@ -195,7 +195,7 @@ def cmd_ablate(args: argparse.Namespace) -> None:
             return
     heads_out = heads_path(out)
     for frame, path in ((result.summary, out), (result.heads, heads_out)):
-        loading.write_table(frame, path)
+        write_table(frame, path)
     if skipped:
         progress_note(args, f"resumed: {len(skipped)} condition(s) reused from {runs}")
     columns = [c for c in ("condition", "delta_loss", "ci_low", "ci_high") if c in result.summary]

@@ -8,7 +8,6 @@ can put a tiny model in their place."""
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from rope_interp.cli.options import check_device_and_dtype
 from rope_interp.errors import RopeInterpError
@@ -61,14 +60,3 @@ def load_model_from_args(args: argparse.Namespace, device: str | None):
             f"Could not load model {args.model!r}: {str(error).rstrip('.')}. {hint}"
         ) from None
     return model
-
-
-def write_table(frame, path: Path) -> None:
-    """A tidy table as CSV or Parquet (by suffix), written atomically."""
-    from rope_interp.atomic import atomic_write
-
-    with atomic_write(path) as tmp:
-        if path.suffix.lower() == ".parquet":
-            frame.to_parquet(tmp, index=False)
-        else:
-            frame.to_csv(tmp, index=False)

@@ -7,15 +7,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from rope_interp.errors import RopeInterpError
+from rope_interp.errors import RopeInterpError, UsageError
 from rope_interp.numbers import parse_numbers
 
 DTYPES = ("float32", "float64", "float16", "bfloat16")
 DEVICE_TYPES = ("cpu", "cuda", "mps")
-
-
-class UsageError(RopeInterpError):
-    """A command-line syntax error found by argparse (reported like every other mistake)."""
 
 
 class CommandParser(argparse.ArgumentParser):
@@ -67,6 +63,7 @@ def add_model_options(parser: argparse.ArgumentParser, tokens: int = 4096) -> No
     parser.add_argument(
         "--seed", type=int, default=0, help="seed for window sampling and bootstrap"
     )
+    parser.add_argument("--quiet", action="store_true", help="no progress output")
 
 
 # (option, smallest, largest or None, meaning) of the integer options any command may have.

@@ -67,7 +67,6 @@ def add_report_command(commands) -> None:
     report.add_argument(
         "--format", default="png", choices=("png", "svg", "pdf"), help="image format of --figures"
     )
-    report.add_argument("--quiet", action="store_true", help="no progress output")
     add_overwrite_option(report)
     report.set_defaults(func=cmd_report)
 

@@ -7,9 +7,10 @@ import argparse
 import sys
 from pathlib import Path
 
+from rope_interp.atomic import write_table
 from rope_interp.cli import loading
 from rope_interp.cli.distributed import process_group
-from rope_interp.cli.options import HelpFormatter, add_model_options
+from rope_interp.cli.options import HelpFormatter, add_model_options, progress_note
 from rope_interp.cli.outputs import Output, add_overwrite_option
 from rope_interp.errors import RopeInterpError
 
@@ -55,15 +56,21 @@ def add_merge_command(commands) -> None:
         "X.safetensors` (e.g. the shards of a job array), as one pass over all their tokens "
         "would. Files of different models, geometry or layers are refused.",
     )
-    merge.add_argument("out", metavar="OUT", help="the merged .safetensors file to write")
-    merge.add_argument("inputs", metavar="IN", nargs="+", help="statistics files to combine")
+    merge.add_argument("--out", help="the merged .safetensors file to write")
+    merge.add_argument(
+        "files",
+        metavar="FILE",
+        nargs="+",
+        help="statistics files to combine (without --out: OUT IN... as before, the first is "
+        "the file to write)",
+    )
     add_overwrite_option(merge)
     merge.set_defaults(func=cmd_merge)
 
 
 def token_budget(text: str) -> int | None:
     """`--tokens` of `stats`: a count such as 4096, 50k, 100M, 1e6, or `all` (None)."""
-    from rope_interp.data import parse_token_count
+    from rope_interp.numbers import parse_token_count
 
     return None if text.strip().lower() == "all" else parse_token_count(text)
 
@@ -83,10 +90,17 @@ def validate_stats(args: argparse.Namespace) -> list[Output]:
 
 
 def validate_merge(args: argparse.Namespace) -> list[Output]:
-    """The checks of `merge`'s own arguments; returns what it writes."""
+    """The checks of `merge`'s own arguments (`--out OUT IN...`, or the older `OUT IN...`);
+    sets `args.out` and `args.inputs`; returns what it writes."""
+    option = "--out"
+    if args.out is None:
+        option, args.out, args.files = "OUT", args.files[0], args.files[1:]
+    args.inputs = args.files
+    if not args.inputs:
+        raise RopeInterpError("merge needs statistics files to combine: merge --out OUT IN...")
     if not args.out.endswith(".safetensors"):
-        raise RopeInterpError(f"merge writes .safetensors; got OUT {args.out!r}.")
-    return [Output("OUT", args.out, "stats")]
+        raise RopeInterpError(f"merge writes .safetensors; got {option} {args.out!r}.")
+    return [Output(option, args.out, "stats")]
 
 
 def cmd_stats(args: argparse.Namespace) -> None:
@@ -111,10 +125,10 @@ def cmd_stats(args: argparse.Namespace) -> None:
         )
         if rank == 0:
             ranks = f" on {world} ranks" if world > 1 else ""
-            print(f"corpus: {stream.describe()}{ranks}", file=sys.stderr)
+            progress_note(args, f"corpus: {stream.describe()}{ranks}")
         stats = collect_pair_stats(
             model,
-            stream.batches(args.batch_size, progress=rank == 0),
+            stream.batches(args.batch_size, progress=rank == 0 and not args.quiet),
             progress=False,
             allow_empty=world > 1,
         )
@@ -130,7 +144,7 @@ def cmd_stats(args: argparse.Namespace) -> None:
             if out.endswith(".safetensors"):
                 stats.save(out)
             else:
-                loading.write_table(stats.to_frame(), Path(out))
+                write_table(stats.to_frame(), Path(out))
             print(f"wrote {out} ({stats.tokens_seen} tokens)")
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import pandas as pd
 
-from rope_interp.atomic import atomic_write, atomic_write_text
+from rope_interp.atomic import atomic_write_text, write_table
 from rope_interp.errors import RopeInterpError
 from rope_interp.plots.export import write_images
 from rope_interp.report.render import render_html, render_notebook, slug
@@ -180,13 +180,9 @@ def write_tables(report: Report, directory: str | Path) -> list[Path]:
     written = []
     claims = report.claims
     if len(claims):
-        with atomic_write(directory / "claims.csv") as tmp:
-            claims.to_csv(tmp, index=False)
-        written.append(directory / "claims.csv")
+        written.append(write_table(claims, directory / "claims.csv"))
     for section in report.sections:
         for table in section.iter_tables():
             name = f"{slug(section.title)}-{slug(table.caption)}.csv"
-            with atomic_write(directory / name) as tmp:
-                table.frame.to_csv(tmp, index=False)
-            written.append(directory / name)
+            written.append(write_table(table.frame, directory / name))
     return written
