@@ -39,6 +39,7 @@ ALLOWED: list[tuple[str, str, str]] = [
     ("experiment.py", '"sums": {m: v.tolist() for m, v in state.sums.items()}', _NUMPY),
     ("experiment.py", '"base_sums": {m: v.tolist() for m, v in state.base_sums.items()}', _NUMPY),
     ("results.py", "into[table][metric] = total.tolist()", _NUMPY),
+    ("data.py", "for i in picks.tolist()])", "a CPU randperm of window indices"),
     ("fingerprint.py", "return memoryview(flat.view(torch.uint8).numpy())", "flat is .cpu()'d"),
     ("fingerprint.py", "rows = tokens.detach().cpu().to(torch.int64).numpy()", "after .cpu()"),
     ("fingerprint.py", "return repr(value.item())", "a numpy scalar, not a tensor"),

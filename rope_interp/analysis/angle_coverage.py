@@ -60,7 +60,7 @@ def angle_coverage(
     length = _check_length(length, "length")
     train = _check_length(spec.n_ctx if train_context is None else train_context, "train_context")
     chosen = resolve_layers(spec, layers)
-    theta = spec.thetas[chosen].numpy()  # [layer, pair]
+    theta = spec.thetas[chosen].cpu().numpy()  # [layer, pair]
     layer, pair = np.meshgrid(chosen, np.arange(spec.n_pairs), indexing="ij")
     train_max, max_angle = theta * (train - 1), theta * (length - 1)
     full = train_max >= TWO_PI

@@ -201,10 +201,12 @@ def _tables(spec: RotarySpec, layers: list[int], sums: dict[int, TileSums], edge
     distance, pairs, heads = [], [], []
     for layer in layers:
         s = sums[layer]
-        theta = spec.thetas[layer].numpy()
+        theta = spec.thetas[layer].cpu().numpy()
         used = torch.nonzero(s.count > 0).reshape(-1)
         count = s.count[used]
-        grid = np.meshgrid(np.arange(n_heads), used.numpy(), np.arange(n_pairs), indexing="ij")
+        grid = np.meshgrid(
+            np.arange(n_heads), used.cpu().numpy(), np.arange(n_pairs), indexing="ij"
+        )
         head, bucket, pair = (g.reshape(-1) for g in grid)
         distance.append(
             pd.DataFrame(
@@ -213,22 +215,20 @@ def _tables(spec: RotarySpec, layers: list[int], sums: dict[int, TileSums], edge
                     "head": head,
                     "kv_head": kv[head],
                     "bucket": bucket,
-                    "distance_lo": edges.numpy()[bucket],
-                    "distance_hi": edges.numpy()[bucket + 1] - 1,
-                    "n_scores": s.count.numpy()[bucket].astype(np.int64),
+                    "distance_lo": edges.cpu().numpy()[bucket],
+                    "distance_hi": edges.cpu().numpy()[bucket + 1] - 1,
+                    "n_scores": s.count.cpu().numpy()[bucket].astype(np.int64),
                     "pair": pair,
                     "theta": theta[pair],
                     "wavelength": 2 * math.pi / theta[pair],
-                    "mean_contribution": (s.sum[:, used] / count[:, None]).reshape(-1).numpy(),
-                    "mean_abs_contribution": (s.abs_sum[:, used] / count[:, None])
-                    .reshape(-1)
-                    .numpy(),
+                    "mean_contribution": _flat(s.sum[:, used] / count[:, None]),
+                    "mean_abs_contribution": _flat(s.abs_sum[:, used] / count[:, None]),
                 }
             )
         )
         n_scores = float(count.sum())
         n_queries = float(s.n_queries)
-        attn_abs = (s.attn_abs / n_queries).numpy()
+        attn_abs = (s.attn_abs / n_queries).cpu().numpy()
         head, pair = (
             g.reshape(-1) for g in np.meshgrid(range(n_heads), range(n_pairs), indexing="ij")
         )
@@ -241,9 +241,9 @@ def _tables(spec: RotarySpec, layers: list[int], sums: dict[int, TileSums], edge
                     "pair": pair,
                     "theta": theta[pair],
                     "wavelength": 2 * math.pi / theta[pair],
-                    "mean_contribution": (s.sum.sum(1) / n_scores).reshape(-1).numpy(),
-                    "mean_abs_contribution": (s.abs_sum.sum(1) / n_scores).reshape(-1).numpy(),
-                    "attn_contribution": (s.attn / n_queries).reshape(-1).numpy(),
+                    "mean_contribution": _flat(s.sum.sum(1) / n_scores),
+                    "mean_abs_contribution": _flat(s.abs_sum.sum(1) / n_scores),
+                    "attn_contribution": (s.attn / n_queries).reshape(-1).cpu().numpy(),
                     "attn_abs_contribution": attn_abs.reshape(-1),
                     "attn_share": (
                         attn_abs / np.maximum(attn_abs.sum(-1, keepdims=True), 1e-300)
@@ -251,8 +251,8 @@ def _tables(spec: RotarySpec, layers: list[int], sums: dict[int, TileSums], edge
                 }
             )
         )
-        mean_pass = s.pass_sum.sum(1).numpy() / n_scores
-        attn_pass = s.attn_pass.numpy() / n_queries
+        mean_pass = s.pass_sum.sum(1).cpu().numpy() / n_scores
+        attn_pass = s.attn_pass.cpu().numpy() / n_queries
         heads.append(
             pd.DataFrame(
                 {
@@ -261,9 +261,9 @@ def _tables(spec: RotarySpec, layers: list[int], sums: dict[int, TileSums], edge
                     "kv_head": kv,
                     "n_queries": int(n_queries),
                     "n_scores": int(n_scores),
-                    "mean_score": s.sum.sum((1, 2)).numpy() / n_scores + mean_pass,
+                    "mean_score": s.sum.sum((1, 2)).cpu().numpy() / n_scores + mean_pass,
                     "mean_pass": mean_pass,
-                    "attn_score": s.attn.sum(1).numpy() / n_queries + attn_pass,
+                    "attn_score": s.attn.sum(1).cpu().numpy() / n_queries + attn_pass,
                     "attn_pass": attn_pass,
                 }
             )
@@ -273,3 +273,8 @@ def _tables(spec: RotarySpec, layers: list[int], sums: dict[int, TileSums], edge
         pairs=pd.concat(pairs, ignore_index=True),
         heads=pd.concat(heads, ignore_index=True),
     )
+
+
+def _flat(values: Tensor) -> np.ndarray:
+    """A tensor (any device) as a flat numpy array: a table column."""
+    return values.reshape(-1).cpu().numpy()
