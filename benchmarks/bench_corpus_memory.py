@@ -32,7 +32,7 @@ from pathlib import Path
 
 
 def make_corpus(path: Path, megabytes: float, one_line: bool) -> None:
-    from rope_interp.data import embedded_texts
+    from rope_interp.loading.data import embedded_texts
 
     text = "\n\n".join(embedded_texts())
     if one_line:
@@ -62,13 +62,13 @@ def memory_mb(field: str) -> float:
 def child(args) -> None:
     from transformers import AutoTokenizer
 
-    from rope_interp.data import parse_token_count
+    from rope_interp.loading.data import parse_token_count
 
     tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir()))
     path, budget = args.child.split(":")
     if path == "stream":
-        from rope_interp.data import TokenStream
-        from rope_interp.stats import collect_pair_stats
+        from rope_interp.core.stats import collect_pair_stats
+        from rope_interp.loading.data import TokenStream
         from rope_interp.testing import make_model
 
         # The smallest rotary model (one attention-only layer, one head of 8 dims): what is
@@ -92,7 +92,7 @@ def child(args) -> None:
     else:
         from types import SimpleNamespace
 
-        from rope_interp.data import load_corpus
+        from rope_interp.loading.data import load_corpus
 
         # What load_corpus reads of a model: its tokenizer, context and BOS default.
         model = SimpleNamespace(

@@ -37,9 +37,9 @@ def measure(batch: int, seq_len: int) -> dict[str, float]:
     import torch
 
     from rope_interp.analysis.positional import positional_heads
-    from rope_interp.data import load_corpus
-    from rope_interp.models import load_model
-    from rope_interp.stats import collect_pair_stats
+    from rope_interp.core.stats import collect_pair_stats
+    from rope_interp.loading.data import load_corpus
+    from rope_interp.loading.models import load_model
 
     torch.set_num_threads(2)
     model = load_model("smollm2-135m", device="cpu")

@@ -79,12 +79,12 @@ def measure(mode: str, length: int, layers: list[int], tile_size: int, threads: 
     import torch
 
     from rope_interp.analysis.long_context import long_context_stats
-    from rope_interp.capturing import capture
-    from rope_interp.data import load_corpus
-    from rope_interp.models import load_model
-    from rope_interp.pairs import distance_buckets
-    from rope_interp.spec import RotarySpec
-    from rope_interp.tiled import tiled_sums
+    from rope_interp.core.capturing import capture
+    from rope_interp.core.pairs import distance_buckets
+    from rope_interp.core.spec import RotarySpec
+    from rope_interp.core.tiled import tiled_sums
+    from rope_interp.loading.data import load_corpus
+    from rope_interp.loading.models import load_model
 
     torch.set_num_threads(threads)
     model = load_model("smollm2-135m", device="cpu")

@@ -20,12 +20,12 @@ import time
 import numpy as np
 import torch
 
-from rope_interp.ablation import Intervention
-from rope_interp.data import load_corpus
-from rope_interp.experiment import Condition, run_experiment
-from rope_interp.models import load_model
-from rope_interp.selection import select_band
-from rope_interp.spec import RotarySpec
+from rope_interp.core.spec import RotarySpec
+from rope_interp.interventions.ablation import Intervention
+from rope_interp.interventions.experiment import Condition, run_experiment
+from rope_interp.interventions.selection import select_band
+from rope_interp.loading.data import load_corpus
+from rope_interp.loading.models import load_model
 
 
 def gpu_main(args) -> None:

@@ -16,7 +16,7 @@ noise hits each alike; medians are reported:
   minimal  the same with a minimal hook on the same hook points (hook_q, hook_k of every
            layer): the sum of fp32 per-pair norms, the least any statistic can cost
   stream   one pass of `collect_pair_stats` (every layer, q and k); on CUDA its reduction
-           runs through `torch.compile` (rope_interp/pair_reduction.py)
+           runs through `torch.compile` (rope_interp/core/pair_reduction.py)
   eager    (GPU) the same with the eager reduction (`PairStats(reduce_compiled=False)`)
   cache    (CPU, with --cache) `run_with_cache` of q, k, rot_q, rot_k, then the statistics
 With --memory (CPU): each mode once more in a fresh process, peak RSS above the loaded model.
@@ -35,10 +35,10 @@ from pathlib import Path
 
 import torch
 
-from rope_interp.backends import backend_for
-from rope_interp.capturing import KINDS, hook_name
-from rope_interp.spec import RotarySpec
-from rope_interp.stats import PairStats, collect_pair_stats
+from rope_interp.core.backends import backend_for
+from rope_interp.core.capturing import KINDS, hook_name
+from rope_interp.core.spec import RotarySpec
+from rope_interp.core.stats import PairStats, collect_pair_stats
 from rope_interp.testing import HOST
 
 # Random-weight stand-ins for real models: (config fields, batch, seq_len).
@@ -115,7 +115,7 @@ def random_bridge(shape: str, dtype: torch.dtype, device: str, n_ctx: int):
     in a `TransformerBridge`."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from rope_interp.hf_loading import boot, quiet
+    from rope_interp.loading.hf_loading import boot, quiet
     from rope_interp.testing import word_tokenizer
 
     f = GPU_SHAPES[shape][0]
@@ -224,8 +224,8 @@ def peak_memory_mb(mode: str, args) -> float:
 
 
 def cpu_main(args) -> None:
-    from rope_interp.data import load_corpus
-    from rope_interp.models import load_model
+    from rope_interp.loading.data import load_corpus
+    from rope_interp.loading.models import load_model
 
     model = load_model("smollm2-135m", device="cpu")
     tokens = load_corpus(model, seq_len=args.seq_len, n_windows=args.batch).tokens

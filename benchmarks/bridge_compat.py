@@ -17,7 +17,7 @@ Tiny random transformers models (tests/bridge/helpers.py) plus a TL-native bridg
   hook_q edit max |logits with pair 0 of head 0 zeroed at hook_q − logits of the HF copy with
               the same q_proj rows zeroed| (an exact, independent check that pre-rotation
               edits reach the model); rot edit: whether an edit at hook_rot_q changes the logits;
-  ablation    which `rope_interp.ablation.Intervention` modes change the logits.
+  ablation    which `rope_interp.interventions.ablation.Intervention` modes change the logits.
 Prints a Markdown table (docs/bridge.md holds the last run).
 """
 
@@ -35,11 +35,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rope_interp.backends.bridge_geometry import architecture  # noqa: E402
-from rope_interp.backends.bridge_support import bridge_support  # noqa: E402
-from rope_interp.capturing import capture, hook_name  # noqa: E402
-from rope_interp.pairs import score_contributions  # noqa: E402
-from rope_interp.spec import RotarySpec  # noqa: E402
+from rope_interp.core.backends.bridge_geometry import architecture  # noqa: E402
+from rope_interp.core.backends.bridge_support import bridge_support  # noqa: E402
+from rope_interp.core.capturing import capture, hook_name  # noqa: E402
+from rope_interp.core.pairs import score_contributions  # noqa: E402
+from rope_interp.core.spec import RotarySpec  # noqa: E402
 from tests.bridge import helpers  # noqa: E402
 
 warnings.filterwarnings("ignore")
@@ -138,8 +138,8 @@ def edit_checks(bridge, reference, name, spec, tokens) -> tuple[str, str]:
 
 def ablation_check(bridge, spec, tokens) -> str:
     try:
-        from rope_interp.ablation import Intervention
-        from rope_interp.selection import select_pairs
+        from rope_interp.interventions.ablation import Intervention
+        from rope_interp.interventions.selection import select_pairs
     except Exception as exc:  # the module is young; report rather than crash
         return f"ablation import failed: {exc}"
     works, silent, failed = [], [], []

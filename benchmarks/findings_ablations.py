@@ -15,13 +15,18 @@ import time
 import pandas as pd
 import torch
 
-from rope_interp.ablation import Intervention, p_rope, position_shift
-from rope_interp.data import load_corpus
-from rope_interp.experiment import Condition, run_experiment
-from rope_interp.models import load_model
-from rope_interp.selection import PairSelection, select_band, select_frame, select_random
-from rope_interp.spec import RotarySpec
-from rope_interp.stats import collect_pair_stats
+from rope_interp.core.spec import RotarySpec
+from rope_interp.core.stats import collect_pair_stats
+from rope_interp.interventions.ablation import Intervention, p_rope, position_shift
+from rope_interp.interventions.experiment import Condition, run_experiment
+from rope_interp.interventions.selection import (
+    PairSelection,
+    select_band,
+    select_frame,
+    select_random,
+)
+from rope_interp.loading.data import load_corpus
+from rope_interp.loading.models import load_model
 
 
 def band_conditions(model, spec) -> list[Condition]:

@@ -33,12 +33,12 @@ from rope_interp.analysis import (
 from rope_interp.analysis.decay import reference_decay, score_decay
 from rope_interp.analysis.fourier import harmonic_enrichment
 from rope_interp.analysis.statistics import spearman
-from rope_interp.data import load_corpus
-from rope_interp.models import load_model
+from rope_interp.core.stats import collect_pair_stats
+from rope_interp.loading.data import load_corpus
+from rope_interp.loading.models import load_model
 from rope_interp.plots import analysis as plots
 from rope_interp.report.sections.heads import sink_claims
 from rope_interp.report.sections.outliers import OUTLIER_THRESHOLDS, outlier_claims
-from rope_interp.stats import collect_pair_stats
 
 
 def main() -> None:
@@ -315,7 +315,7 @@ def save(tables: dict[str, pd.DataFrame], out: Path) -> None:
 
 
 def spec_thetas(model) -> torch.Tensor:
-    from rope_interp.spec import RotarySpec
+    from rope_interp.core.spec import RotarySpec
 
     return RotarySpec.from_model(model, check_config=False).thetas
 

@@ -18,12 +18,12 @@ import time
 import pandas as pd
 import torch
 
-from rope_interp.conditions import standard_conditions
-from rope_interp.contrasts import band_contrasts, control_distribution
-from rope_interp.data import load_corpus
-from rope_interp.experiment import ExperimentResult, run_experiment
-from rope_interp.models import load_model
-from rope_interp.spec import RotarySpec
+from rope_interp.core.spec import RotarySpec
+from rope_interp.interventions.conditions import standard_conditions
+from rope_interp.interventions.contrasts import band_contrasts, control_distribution
+from rope_interp.interventions.experiment import ExperimentResult, run_experiment
+from rope_interp.loading.data import load_corpus
+from rope_interp.loading.models import load_model
 
 
 def first_sequences(result: ExperimentResult, n: int) -> ExperimentResult:

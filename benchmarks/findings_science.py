@@ -38,11 +38,11 @@ from rope_interp.analysis.fourier import harmonic_enrichment
 from rope_interp.analysis.outliers import bound_summary
 from rope_interp.analysis.phase import phase_sweep_attention, symmetric_phis
 from rope_interp.analysis.spectral import mlp_spectra
-from rope_interp.data import load_corpus
-from rope_interp.models import load_model
-from rope_interp.selection import select_band
-from rope_interp.spec import RotarySpec
-from rope_interp.stats import collect_pair_stats
+from rope_interp.core.spec import RotarySpec
+from rope_interp.core.stats import collect_pair_stats
+from rope_interp.interventions.selection import select_band
+from rope_interp.loading.data import load_corpus
+from rope_interp.loading.models import load_model
 
 SECTIONS = "spectral,bands,harmonics,outliers,drift,phase,activations"
 

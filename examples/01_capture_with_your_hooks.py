@@ -24,9 +24,9 @@ from _common import load, parser, save  # noqa: E402
 from plotly.subplots import make_subplots  # noqa: E402
 from transformer_lens.utilities import get_act_name  # noqa: E402
 
-from rope_interp.capturing import RotaryCapture  # noqa: E402
-from rope_interp.pairs import score_contributions  # noqa: E402
-from rope_interp.spec import RotarySpec  # noqa: E402
+from rope_interp.core.capturing import RotaryCapture  # noqa: E402
+from rope_interp.core.pairs import score_contributions  # noqa: E402
+from rope_interp.core.spec import RotarySpec  # noqa: E402
 
 
 def run(model, tokens: torch.Tensor, layer: int = 0) -> dict:

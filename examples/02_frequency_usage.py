@@ -18,8 +18,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import load, parser, save  # noqa: E402
 
 from rope_interp.analysis.usage import band_shares, frequency_usage, layer_usage  # noqa: E402
+from rope_interp.core.stats import collect_pair_stats  # noqa: E402
 from rope_interp.plots.analysis import plot_band_shares, plot_usage_map  # noqa: E402
-from rope_interp.stats import collect_pair_stats  # noqa: E402
 
 
 def run(model, corpus, batch_size: int = 8, progress: bool = True) -> dict:

@@ -18,8 +18,8 @@ import plotly.graph_objects as go  # noqa: E402
 from _common import load, parser, save  # noqa: E402
 
 from rope_interp.analysis.outliers import bound_summary, offset_features  # noqa: E402
+from rope_interp.core.stats import collect_pair_stats  # noqa: E402
 from rope_interp.plots.analysis import plot_offset_features  # noqa: E402
-from rope_interp.stats import collect_pair_stats  # noqa: E402
 
 
 def run(model, corpus, threshold: float = 3.5, progress: bool = True) -> dict:

@@ -15,8 +15,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import load, parser, save  # noqa: E402
 
-from rope_interp.ablation import p_rope  # noqa: E402
-from rope_interp.experiment import Condition, run_experiment  # noqa: E402
+from rope_interp.interventions.ablation import p_rope  # noqa: E402
+from rope_interp.interventions.experiment import Condition, run_experiment  # noqa: E402
 from rope_interp.plots.ablation import delta_loss_curves  # noqa: E402
 
 

@@ -17,11 +17,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import load, parser, save  # noqa: E402
 
-from rope_interp.ablation import Intervention, position_shift  # noqa: E402
-from rope_interp.experiment import Condition, run_experiment  # noqa: E402
+from rope_interp.core.spec import RotarySpec  # noqa: E402
+from rope_interp.interventions.ablation import Intervention, position_shift  # noqa: E402
+from rope_interp.interventions.experiment import Condition, run_experiment  # noqa: E402
+from rope_interp.interventions.selection import select_band  # noqa: E402
 from rope_interp.plots.ablation import phase_sweep_curves  # noqa: E402
-from rope_interp.selection import select_band  # noqa: E402
-from rope_interp.spec import RotarySpec  # noqa: E402
 
 PHASES = (math.pi / 8, math.pi / 4, math.pi / 2, 3 * math.pi / 4, math.pi)
 

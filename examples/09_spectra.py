@@ -20,8 +20,8 @@ from rope_interp.analysis.attention_spectra import attention_spectra  # noqa: E4
 from rope_interp.analysis.fourier import harmonic_enrichment  # noqa: E402
 from rope_interp.analysis.spectral import mlp_spectra, pair_spectra  # noqa: E402
 from rope_interp.analysis.statistics import spearman  # noqa: E402
+from rope_interp.core.spec import RotarySpec  # noqa: E402
 from rope_interp.plots.analysis import plot_band_energy  # noqa: E402
-from rope_interp.spec import RotarySpec  # noqa: E402
 
 
 def run(model, corpus, batch_size: int = 4, progress: bool = True) -> dict:

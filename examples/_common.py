@@ -11,8 +11,8 @@ from pathlib import Path
 
 import torch
 
-from rope_interp.data import Corpus, load_corpus
-from rope_interp.models import load_model
+from rope_interp.loading.data import Corpus, load_corpus
+from rope_interp.loading.models import load_model
 
 DEFAULT_OUT = "out/examples"
 

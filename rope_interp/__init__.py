@@ -23,40 +23,40 @@ __version__ = "0.1.0"
 # public name -> module that defines it
 _EXPORTS = {
     # models and corpora
-    "load_model": "rope_interp.models",
-    "load_corpus": "rope_interp.data",
-    "Corpus": "rope_interp.data",
+    "load_model": "rope_interp.loading.models",
+    "load_corpus": "rope_interp.loading.data",
+    "Corpus": "rope_interp.loading.data",
     # rotary geometry and pairs
-    "RotarySpec": "rope_interp.spec",
-    "to_pairs": "rope_interp.pairs",
-    "from_pairs": "rope_interp.pairs",
-    "pair_norms": "rope_interp.pairs",
-    "pair_angles": "rope_interp.pairs",
-    "expand_kv_heads": "rope_interp.pairs",
-    "score_contributions": "rope_interp.pairs",
+    "RotarySpec": "rope_interp.core.spec",
+    "to_pairs": "rope_interp.core.pairs",
+    "from_pairs": "rope_interp.core.pairs",
+    "pair_norms": "rope_interp.core.pairs",
+    "pair_angles": "rope_interp.core.pairs",
+    "expand_kv_heads": "rope_interp.core.pairs",
+    "score_contributions": "rope_interp.core.pairs",
     # capture and statistics
-    "capture": "rope_interp.capturing",
-    "from_cache": "rope_interp.capturing",
-    "RotaryCapture": "rope_interp.capturing",
-    "hook_name": "rope_interp.capturing",
-    "collect_pair_stats": "rope_interp.stats",
-    "PairStats": "rope_interp.stats",
+    "capture": "rope_interp.core.capturing",
+    "from_cache": "rope_interp.core.capturing",
+    "RotaryCapture": "rope_interp.core.capturing",
+    "hook_name": "rope_interp.core.capturing",
+    "collect_pair_stats": "rope_interp.core.stats",
+    "PairStats": "rope_interp.core.stats",
     # long context
     "long_context_stats": "rope_interp.analysis.long_context",
     "LongContextStats": "rope_interp.analysis.long_context",
     "angle_coverage": "rope_interp.analysis.angle_coverage",
     "cycle_boundaries": "rope_interp.analysis.angle_coverage",
     # interventions and experiments
-    "Intervention": "rope_interp.ablation",
-    "PairSelection": "rope_interp.selection",
-    "select_pairs": "rope_interp.selection",
-    "select_band": "rope_interp.selection",
-    "select_random": "rope_interp.selection",
-    "p_rope": "rope_interp.ablation",
-    "position_shift": "rope_interp.ablation",
-    "Condition": "rope_interp.experiment",
-    "ExperimentResult": "rope_interp.results",
-    "run_experiment": "rope_interp.experiment",
+    "Intervention": "rope_interp.interventions.ablation",
+    "PairSelection": "rope_interp.interventions.selection",
+    "select_pairs": "rope_interp.interventions.selection",
+    "select_band": "rope_interp.interventions.selection",
+    "select_random": "rope_interp.interventions.selection",
+    "p_rope": "rope_interp.interventions.ablation",
+    "position_shift": "rope_interp.interventions.ablation",
+    "Condition": "rope_interp.interventions.experiment",
+    "ExperimentResult": "rope_interp.interventions.results",
+    "run_experiment": "rope_interp.interventions.experiment",
     # the report
     "build_report": "rope_interp.report",
     # errors
@@ -117,15 +117,10 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly
-    from rope_interp.ablation import Intervention, p_rope, position_shift
     from rope_interp.analysis.angle_coverage import angle_coverage, cycle_boundaries
     from rope_interp.analysis.long_context import LongContextStats, long_context_stats
-    from rope_interp.capturing import RotaryCapture, capture, from_cache, hook_name
-    from rope_interp.data import Corpus, load_corpus
-    from rope_interp.errors import HooksDidNotFire, RopeInterpError, UnsupportedModel
-    from rope_interp.experiment import Condition, run_experiment
-    from rope_interp.models import load_model
-    from rope_interp.pairs import (
+    from rope_interp.core.capturing import RotaryCapture, capture, from_cache, hook_name
+    from rope_interp.core.pairs import (
         expand_kv_heads,
         from_pairs,
         pair_angles,
@@ -133,8 +128,18 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
         score_contributions,
         to_pairs,
     )
+    from rope_interp.core.spec import RotarySpec
+    from rope_interp.core.stats import PairStats, collect_pair_stats
+    from rope_interp.errors import HooksDidNotFire, RopeInterpError, UnsupportedModel
+    from rope_interp.interventions.ablation import Intervention, p_rope, position_shift
+    from rope_interp.interventions.experiment import Condition, run_experiment
+    from rope_interp.interventions.results import ExperimentResult
+    from rope_interp.interventions.selection import (
+        PairSelection,
+        select_band,
+        select_pairs,
+        select_random,
+    )
+    from rope_interp.loading.data import Corpus, load_corpus
+    from rope_interp.loading.models import load_model
     from rope_interp.report import build_report
-    from rope_interp.results import ExperimentResult
-    from rope_interp.selection import PairSelection, select_band, select_pairs, select_random
-    from rope_interp.spec import RotarySpec
-    from rope_interp.stats import PairStats, collect_pair_stats

@@ -39,7 +39,7 @@ def tiny_model(request):
 @pytest.fixture(scope="session")
 def real_model():
     """The built-in SmolLM2-135M, loaded once per session."""
-    from rope_interp.models import load_model
+    from rope_interp.loading.models import load_model
 
     return load_model("smollm2-135m", device="cpu")
 
@@ -49,7 +49,7 @@ def tiny(monkeypatch):
     """Every command runs on a tiny random model: random token windows for the commands that
     sample a corpus, a small word tokenizer for `stats`, which streams the embedded corpus."""
     from rope_interp.cli import loading
-    from rope_interp.data import Corpus, embedded_texts
+    from rope_interp.loading.data import Corpus, embedded_texts
     from tests.helpers import random_tokens, small_word_tokenizer
 
     model = make_model("gqa")

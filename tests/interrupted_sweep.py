@@ -13,10 +13,10 @@ import sys
 
 import torch
 
-from rope_interp.ablation import Intervention, p_rope
-from rope_interp.experiment import Condition, RunSettings, run_experiment
-from rope_interp.selection import select_band
-from rope_interp.spec import RotarySpec
+from rope_interp.core.spec import RotarySpec
+from rope_interp.interventions.ablation import Intervention, p_rope
+from rope_interp.interventions.experiment import Condition, RunSettings, run_experiment
+from rope_interp.interventions.selection import select_band
 from rope_interp.testing import make_model, random_tokens
 
 _CALLS = [0]

@@ -8,17 +8,17 @@ import pandas as pd
 import pytest
 import torch
 
-from rope_interp.ablation import Intervention, attached_hooks, p_rope, position_shift
+from rope_interp.core.spec import RotarySpec
+from rope_interp.core.stats import collect_pair_stats
 from rope_interp.errors import RopeInterpError
-from rope_interp.selection import (
+from rope_interp.interventions.ablation import Intervention, attached_hooks, p_rope, position_shift
+from rope_interp.interventions.selection import (
     PairSelection,
     select_band,
     select_frame,
     select_pairs,
     select_random,
 )
-from rope_interp.spec import RotarySpec
-from rope_interp.stats import collect_pair_stats
 from tests.helpers import (
     HookedTransformer,
     HookedTransformerConfig,

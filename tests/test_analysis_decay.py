@@ -4,10 +4,10 @@ import pytest
 import torch
 
 from rope_interp.analysis.decay import reference_decay, score_decay
-from rope_interp.capturing import capture
+from rope_interp.core.capturing import capture
+from rope_interp.core.pairs import score_contributions
+from rope_interp.core.spec import RotarySpec
 from rope_interp.errors import RopeInterpError
-from rope_interp.pairs import score_contributions
-from rope_interp.spec import RotarySpec
 from tests.helpers import make_model, random_tokens
 
 

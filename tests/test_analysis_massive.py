@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from rope_interp.analysis.massive import dim_to_pair, massive_values
+from rope_interp.core.spec import RotarySpec
 from rope_interp.errors import RopeInterpError
-from rope_interp.spec import RotarySpec
 from tests.helpers import random_tokens
 
 

@@ -17,9 +17,9 @@ from rope_interp.analysis.outliers import (
     offset_features,
     sweep_sign,
 )
+from rope_interp.core.spec import RotarySpec
+from rope_interp.core.stats import collect_pair_stats
 from rope_interp.errors import RopeInterpError
-from rope_interp.spec import RotarySpec
-from rope_interp.stats import collect_pair_stats
 from tests.helpers import make_model, random_tokens
 from tests.test_analysis_planting import k_params
 

@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 
 from rope_interp.analysis.phase import phase_sweep_attention, symmetric_phis
+from rope_interp.core.spec import RotarySpec
 from rope_interp.errors import RopeInterpError
-from rope_interp.selection import select_pairs
-from rope_interp.spec import RotarySpec
+from rope_interp.interventions.selection import select_pairs
 from tests.helpers import make_model, random_tokens
 from tests.test_analysis_planting import plant_previous_token_head
 

@@ -10,9 +10,9 @@ import math
 import pytest
 import torch
 
-from rope_interp.capturing import capture
-from rope_interp.pairs import to_pairs
-from rope_interp.spec import RotarySpec
+from rope_interp.core.capturing import capture
+from rope_interp.core.pairs import to_pairs
+from rope_interp.core.spec import RotarySpec
 from tests.helpers import make_model
 
 

@@ -17,9 +17,9 @@ from rope_interp.analysis import (
     positional_heads,
 )
 from rope_interp.analysis.fourier import power_spectrum
+from rope_interp.core.stats import collect_pair_stats
 from rope_interp.errors import RopeInterpError
 from rope_interp.plots import analysis as plots
-from rope_interp.stats import collect_pair_stats
 from tests.helpers import make_model, random_tokens
 
 

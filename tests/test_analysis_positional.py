@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from rope_interp.analysis.positional import positional_heads
-from rope_interp.capturing import capture
+from rope_interp.core.capturing import capture
+from rope_interp.core.pairs import score_contributions
+from rope_interp.core.spec import RotarySpec
 from rope_interp.errors import RopeInterpError
-from rope_interp.pairs import score_contributions
-from rope_interp.spec import RotarySpec
 from tests.helpers import random_tokens
 from tests.test_analysis_planting import plant_previous_token_head
 

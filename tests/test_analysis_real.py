@@ -18,8 +18,8 @@ from rope_interp.analysis import (
     phase_alignment,
     positional_heads,
 )
-from rope_interp.data import load_corpus
-from rope_interp.stats import collect_pair_stats
+from rope_interp.core.stats import collect_pair_stats
+from rope_interp.loading.data import load_corpus
 from tests.helpers import random_tokens
 
 

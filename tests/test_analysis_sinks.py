@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from rope_interp.analysis.sinks import attention_sinks
-from rope_interp.capturing import capture
-from rope_interp.pairs import score_contributions
-from rope_interp.spec import RotarySpec
+from rope_interp.core.capturing import capture
+from rope_interp.core.pairs import score_contributions
+from rope_interp.core.spec import RotarySpec
 from tests.helpers import make_model, random_tokens
 from tests.test_analysis_planting import plant_sink, sink_tokens
 

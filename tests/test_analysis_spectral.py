@@ -29,8 +29,8 @@ from rope_interp.analysis.fourier import (
     power_spectrum,
 )
 from rope_interp.analysis.spectral import mlp_spectra, pair_spectra, phase_alignment
+from rope_interp.core.spec import RotarySpec
 from rope_interp.errors import RopeInterpError
-from rope_interp.spec import RotarySpec
 from tests.helpers import make_model, random_tokens
 from tests.test_analysis_planting import plant_previous_token_head, set_constant_pair
 

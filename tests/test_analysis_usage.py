@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from rope_interp.analysis.usage import band_shares, frequency_usage, layer_usage
+from rope_interp.core.spec import RotarySpec
+from rope_interp.core.stats import collect_pair_stats
 from rope_interp.errors import RopeInterpError
-from rope_interp.spec import RotarySpec
-from rope_interp.stats import collect_pair_stats
 from tests.helpers import random_tokens
 from tests.test_analysis_planting import plant_previous_token_head
 

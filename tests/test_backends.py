@@ -12,14 +12,14 @@ import pytest
 import torch
 from transformer_lens.utilities.activation_functions import apply_softcap
 
-from rope_interp.ablation import Intervention
-from rope_interp.backends import HookedBackend, backend_for
-from rope_interp.capturing import capture, from_cache
+from rope_interp.core.backends import HookedBackend, backend_for
+from rope_interp.core.capturing import capture, from_cache
+from rope_interp.core.pairs import score_contributions
+from rope_interp.core.spec import RotarySpec
+from rope_interp.core.stats import collect_pair_stats
 from rope_interp.errors import UnsupportedModel
-from rope_interp.pairs import score_contributions
-from rope_interp.selection import select_pairs
-from rope_interp.spec import RotarySpec
-from rope_interp.stats import collect_pair_stats
+from rope_interp.interventions.ablation import Intervention
+from rope_interp.interventions.selection import select_pairs
 from tests.helpers import make_model, random_tokens
 
 NORMED = ("qk_norm", "olmo2_norm", "clip_qkv")

@@ -26,13 +26,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from rope_interp import cli, models
-from rope_interp.ablation import Intervention
+from rope_interp import cli
 from rope_interp.cli import loading
+from rope_interp.core.spec import RotarySpec
 from rope_interp.errors import RopeInterpError
-from rope_interp.files import special_kind
-from rope_interp.selection import select_band
-from rope_interp.spec import RotarySpec
+from rope_interp.interventions.ablation import Intervention
+from rope_interp.interventions.selection import select_band
+from rope_interp.loading import models
+from rope_interp.utils.files import special_kind
 from tests.helpers import gguf_bytes, gguf_kv, gguf_string, make_model
 
 
@@ -389,7 +390,7 @@ def test_fifo_model_fails_at_once_in_a_real_process(tmp_path):
 
 def _stats_file(path: Path, seed: int) -> Path:
     """A small real statistics file (a tiny model on random tokens)."""
-    from rope_interp.stats import collect_pair_stats
+    from rope_interp.core.stats import collect_pair_stats
     from tests.helpers import random_tokens
 
     model = make_model("gqa")
@@ -443,7 +444,7 @@ def test_rope_interp_writes_over_its_own_outputs_and_others_only_when_told(
 
 
 def test_special_files_are_refused_before_they_are_opened(tmp_path):
-    from rope_interp.files import check_regular_file
+    from rope_interp.utils.files import check_regular_file
 
     os.mkfifo(tmp_path / "pipe")
     for path, kind in ((tmp_path / "pipe", "a FIFO"), (Path("/dev/null"), "a character device")):
@@ -661,7 +662,7 @@ def test_every_damaged_model_is_one_line_before_loading(model_cases, workdir, no
 def test_the_checks_accept_valid_files(tmp_path):
     """The checks are not refusing everything: a valid GGUF header, safetensors file and
     checkpoint folder pass, and the GGUF metadata is read right."""
-    from rope_interp.model_files import check_checkpoint_dir, check_gguf, check_safetensors
+    from rope_interp.loading.model_files import check_checkpoint_dir, check_gguf, check_safetensors
 
     (tmp_path / "ok.gguf").write_bytes(_gguf())
     meta = check_gguf(tmp_path / "ok.gguf")  # (random data: any 16 bytes are 4 floats)
@@ -677,7 +678,7 @@ def test_the_checks_accept_valid_files(tmp_path):
 
 
 def test_builtin_gguf_passes_and_its_header_check_is_cheap():
-    from rope_interp.model_files import check_gguf
+    from rope_interp.loading.model_files import check_gguf
 
     path = models.builtin_gguf_path()
     started = time.perf_counter()
@@ -719,7 +720,7 @@ def test_truncated_builtin_gguf_is_one_line_through_load_model(tmp_path, monkeyp
 
 @pytest.fixture(scope="module")
 def llama_checkpoint(tmp_path_factory):
-    from rope_interp.family_check import build_checkpoint, families
+    from rope_interp.testing.family_check import build_checkpoint, families
 
     (llama,) = [f for f in families() if f.name == "Llama"]
     return build_checkpoint(llama, tmp_path_factory.mktemp("llama") / "ckpt")
@@ -739,7 +740,7 @@ def test_real_checkpoint_edits_are_one_error_through_load_model(
     """A real checkpoint whose config was edited: an invalid θ names the config field (not a
     frequency mismatch after loading); weights of other shapes than the config's are the
     library's refusal, as one `RopeInterpError`."""
-    from rope_interp.family_check import edited_checkpoint
+    from rope_interp.testing.family_check import edited_checkpoint
 
     edited = edited_checkpoint(llama_checkpoint, tmp_path / "edited", **change)
     with pytest.raises(RopeInterpError, match=expected) as caught:
@@ -848,7 +849,7 @@ def _record_damage():
 def test_damaged_run_record_is_recomputed_with_one_note(tmp_path, capsys, damage):
     import pandas as pd
 
-    from rope_interp.experiment import Condition, run_experiment
+    from rope_interp.interventions.experiment import Condition, run_experiment
     from tests.helpers import random_tokens
 
     model = make_model("half_full")
@@ -868,8 +869,8 @@ def test_damaged_run_record_is_recomputed_with_one_note(tmp_path, capsys, damage
 
 
 def test_fifo_in_a_run_folder_is_never_opened(tmp_path, no_hang, capsys):
-    from rope_interp.results import merge_results
-    from rope_interp.run_store import read_record
+    from rope_interp.interventions.results import merge_results
+    from rope_interp.interventions.run_store import read_record
 
     (tmp_path / "conditions").mkdir()
     os.mkfifo(tmp_path / "conditions" / "x.json")
@@ -891,7 +892,7 @@ def test_fifo_in_a_run_folder_is_never_opened(tmp_path, no_hang, capsys):
     ids=["entry-not-object", "path-outside", "size-bool", "files-list", "manifest-fifo"],
 )
 def test_damaged_cache_manifest_is_rebuilt_with_one_note(tmp_path, no_hang, capsys, manifest):
-    from rope_interp import model_cache
+    from rope_interp.loading import model_cache
 
     def build(folder: Path) -> None:
         (folder / "data.txt").write_text("abc")

@@ -139,7 +139,7 @@ def check_in_browser(
 
 @pytest.mark.skipif(find_chromium() is None, reason="Chromium is not installed")
 def test_report_renders_in_chromium(tmp_path):
-    from rope_interp.data import Corpus
+    from rope_interp.loading.data import Corpus
     from rope_interp.report import build_report
     from tests.helpers import make_model, random_tokens
 

@@ -1,9 +1,15 @@
 import pytest
 import torch
 
-from rope_interp.capturing import HooksDidNotFire, RotaryCapture, capture, from_cache, hook_name
+from rope_interp.core.capturing import (
+    HooksDidNotFire,
+    RotaryCapture,
+    capture,
+    from_cache,
+    hook_name,
+)
+from rope_interp.core.pairs import expand_kv_heads
 from rope_interp.errors import RopeInterpError
-from rope_interp.pairs import expand_kv_heads
 from tests.helpers import make_model, random_tokens
 
 

@@ -1,4 +1,4 @@
-"""The one corpus reader (`rope_interp.corpus_reader`) on every path: the library's
+"""The one corpus reader (`rope_interp.loading.corpus_reader`) on every path: the library's
 `load_corpus` and `stream_corpus`, and the commands `summary`, `report`, `ablate` and `stats`.
 Each format is read as what it is (the same windows as the equivalent plain text), values that
 are not text are counted, what is not text is refused with one line, and reading is bounded by
@@ -21,12 +21,12 @@ import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
-import rope_interp.corpus_reader as reader_module
-import rope_interp.data as data
+import rope_interp.loading.corpus_reader as reader_module
+import rope_interp.loading.data as data
 from rope_interp import cli
-from rope_interp.corpus_reader import READ_CHARS, CorpusReader, text_blocks, whitespace_cut
-from rope_interp.data import TokenStream, embedded_texts, load_corpus
 from rope_interp.errors import RopeInterpError
+from rope_interp.loading.corpus_reader import READ_CHARS, CorpusReader, text_blocks, whitespace_cut
+from rope_interp.loading.data import TokenStream, embedded_texts, load_corpus
 from tests.helpers import make_model, small_word_tokenizer
 
 DOCS = embedded_texts()[:20]

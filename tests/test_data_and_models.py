@@ -6,9 +6,9 @@ import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import LlamaConfig, PreTrainedTokenizerFast
 
-from rope_interp.data import embedded_texts, text_file_texts, texts_for, token_windows
 from rope_interp.errors import RopeInterpError
-from rope_interp.models import _as_dtype, hooked_config_from_llama
+from rope_interp.loading.data import embedded_texts, text_file_texts, texts_for, token_windows
+from rope_interp.loading.models import _as_dtype, hooked_config_from_llama
 
 
 @pytest.fixture(scope="module")

@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from rope_interp.ablation import Intervention, attached_hooks, p_rope
+from rope_interp.core.spec import RotarySpec
 from rope_interp.errors import RopeInterpError
-from rope_interp.experiment import Condition, run_experiment
-from rope_interp.measures import attention_kl, row_metrics, sequence_losses
-from rope_interp.results import bootstrap_ci
-from rope_interp.selection import select_band, select_pairs
-from rope_interp.spec import RotarySpec
+from rope_interp.interventions.ablation import Intervention, attached_hooks, p_rope
+from rope_interp.interventions.experiment import Condition, run_experiment
+from rope_interp.interventions.measures import attention_kl, row_metrics, sequence_losses
+from rope_interp.interventions.results import bootstrap_ci
+from rope_interp.interventions.selection import select_band, select_pairs
 from tests.helpers import make_model, random_tokens
 
 
@@ -199,7 +199,7 @@ def test_plots_from_tables():
 
 
 def test_cached_unembedding_forward_is_bit_identical(tiny_model):
-    from rope_interp.experiment import _Forward
+    from rope_interp.interventions.experiment import _Forward
 
     tokens = random_tokens(tiny_model)
     forward = _Forward(tiny_model)

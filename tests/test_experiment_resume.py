@@ -12,21 +12,21 @@ import pandas as pd
 import pytest
 import torch
 
-import rope_interp.experiment as experiment
-from rope_interp.ablation import Intervention
-from rope_interp.conditions import standard_conditions
-from rope_interp.contrasts import (
+import rope_interp.interventions.experiment as experiment
+from rope_interp.core.spec import RotarySpec
+from rope_interp.errors import RopeInterpError
+from rope_interp.interventions.ablation import Intervention
+from rope_interp.interventions.conditions import standard_conditions
+from rope_interp.interventions.contrasts import (
     band_contrasts,
     control_distribution,
     paired_contrast,
     random_controls,
 )
-from rope_interp.errors import RopeInterpError
-from rope_interp.experiment import Condition, RunSettings, run_experiment
-from rope_interp.fingerprint import callable_identity, model_fingerprint
-from rope_interp.results import merge_results
-from rope_interp.selection import select_band
-from rope_interp.spec import RotarySpec
+from rope_interp.interventions.experiment import Condition, RunSettings, run_experiment
+from rope_interp.interventions.results import merge_results
+from rope_interp.interventions.selection import select_band
+from rope_interp.utils.fingerprint import callable_identity, model_fingerprint
 from tests.helpers import make_model, random_tokens
 
 
@@ -277,7 +277,8 @@ def test_random_control_strip_marks_the_bands():
 def test_weights_are_hashed_only_where_a_result_can_be_reused(model, monkeypatch, tmp_path):
     """No run directory, no model hash (it costs a pass over every weight); with one, the hash
     is computed once per model and kept until a weight changes."""
-    from rope_interp import experiment, fingerprint
+    from rope_interp.interventions import experiment
+    from rope_interp.utils import fingerprint
 
     weights = {t.data_ptr() for t in model.state_dict().values()}
     calls = []  # weight tensors hashed (tokens and selections are hashed too: cheap)

@@ -11,16 +11,16 @@ import math
 import pytest
 import torch
 
-from rope_interp.checkpoints import hooked_config
 from rope_interp.errors import RopeInterpError
-from rope_interp.family_check import (
+from rope_interp.loading.checkpoints import hooked_config
+from rope_interp.loading.models import load_model
+from rope_interp.testing.family_check import (
     LONGROPE_SCALING,
     build_checkpoint,
     edited_checkpoint,
     families,
     measure,
 )
-from rope_interp.models import load_model
 from tests.helpers import HOST, bridge_only, hooked_only
 
 NAMES = [family.name for family in families()]
@@ -58,7 +58,7 @@ def test_family_is_exact_against_its_hugging_face_model(name, checkpoints, token
 
 
 def test_partial_rotary_and_layouts_come_from_the_checkpoint(checkpoints):
-    from rope_interp.spec import RotarySpec
+    from rope_interp.core.spec import RotarySpec
 
     neox = load_model(str(checkpoints["Pythia / GPT-NeoX"]), device="cpu")
     gptj = load_model(str(checkpoints["GPT-J"]), device="cpu")
@@ -141,9 +141,9 @@ def test_bad_or_inapplicable_loading_options_are_refused_before_any_work(kwargs)
 def test_longrope_is_exact_within_its_original_context_and_refused_beyond(checkpoints, tmp_path):
     """A bridge runs the HF rotary module, so LongRoPE's short factors are exact; past the
     original context the model switches to its long factors, which the tables do not hold."""
-    from rope_interp.capturing import capture
-    from rope_interp.pairs import score_contributions
-    from rope_interp.spec import RotarySpec
+    from rope_interp.core.capturing import capture
+    from rope_interp.core.pairs import score_contributions
+    from rope_interp.core.spec import RotarySpec
 
     path = edited_checkpoint(
         checkpoints["Phi-3"], tmp_path / "longrope", original_max_position_embeddings=64,
@@ -165,7 +165,7 @@ def test_longrope_is_exact_within_its_original_context_and_refused_beyond(checkp
 def test_a_conversion_that_misreads_the_rope_parameters_is_refused(checkpoints, monkeypatch):
     """Loading compares the built HookedTransformer's θ with the checkpoint's own rotary
     module: a conversion that read the wrong base (here: patched in) is refused by layer."""
-    from rope_interp import checkpoints as checkpoints_module
+    from rope_interp.loading import checkpoints as checkpoints_module
 
     converted = checkpoints_module.hooked_config
 

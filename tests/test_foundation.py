@@ -6,9 +6,9 @@ import os
 
 import pytest
 
-from rope_interp.atomic import atomic_write, atomic_write_text
 from rope_interp.errors import RopeInterpError
-from rope_interp.numbers import parse_number, parse_numbers
+from rope_interp.utils.atomic import atomic_write, atomic_write_text
+from rope_interp.utils.numbers import parse_number, parse_numbers
 
 
 def test_atomic_write_replaces_whole_file(tmp_path):

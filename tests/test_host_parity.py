@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.compare_tables import compare_folders
-from rope_interp.family_check import build_checkpoint, families
+from rope_interp.testing.family_check import build_checkpoint, families
 from tests.helpers import HOST
 
 _ROOT = Path(__file__).resolve().parents[1]

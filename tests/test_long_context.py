@@ -16,12 +16,12 @@ import rope_interp
 from rope_interp.analysis import long_context
 from rope_interp.analysis.angle_coverage import angle_coverage, cycle_boundaries
 from rope_interp.analysis.long_context import long_context_stats, sliding_window
-from rope_interp.capturing import capture
+from rope_interp.core.capturing import capture
+from rope_interp.core.pairs import bucket_index, distance_buckets, score_contributions
+from rope_interp.core.spec import RotarySpec, first_partial_pair
+from rope_interp.core.tiled import tiled_pattern, tiled_sums
 from rope_interp.errors import RopeInterpError, UnsupportedModel
-from rope_interp.pairs import bucket_index, distance_buckets, score_contributions
 from rope_interp.plots import long_context as plots
-from rope_interp.spec import RotarySpec, first_partial_pair
-from rope_interp.tiled import tiled_pattern, tiled_sums
 from tests.helpers import HOST, bridge_only, hooked_only, make_model, random_tokens
 
 

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from rope_interp import hf_loading, model_cache, models
 from rope_interp.errors import RopeInterpError
+from rope_interp.loading import hf_loading, model_cache, models
 from rope_interp.testing import _BASE, FIXTURES, HOST, make_model, tiny_hf_model
 from tests.helpers import gguf_bytes
 
@@ -217,8 +217,7 @@ _WORKER = textwrap.dedent(
     """
     import os, sys, time
     from pathlib import Path
-    from rope_interp import model_cache
-
+    from rope_interp.loading import model_cache
     root, counter = Path(sys.argv[1]), Path(sys.argv[2])
 
     def build(folder):

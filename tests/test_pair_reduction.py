@@ -8,8 +8,8 @@ import inspect
 import pytest
 import torch
 
-from rope_interp import pair_reduction
-from rope_interp.pair_reduction import compiled_reduce_pairs, reduce_pairs
+from rope_interp.core import pair_reduction
+from rope_interp.core.pair_reduction import compiled_reduce_pairs, reduce_pairs
 
 CASES = [  # (d_head, rotary_dim, half)
     (8, 8, True),

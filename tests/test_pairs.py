@@ -5,9 +5,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rope_interp.capturing import capture
-from rope_interp.errors import RopeInterpError
-from rope_interp.pairs import (
+from rope_interp.core.capturing import capture
+from rope_interp.core.pairs import (
     expand_kv_heads,
     from_pairs,
     pair_angles,
@@ -16,7 +15,8 @@ from rope_interp.pairs import (
     score_contributions,
     to_pairs,
 )
-from rope_interp.spec import RotarySpec
+from rope_interp.core.spec import RotarySpec
+from rope_interp.errors import RopeInterpError
 from tests.helpers import FIXTURES, make_model, random_tokens
 
 _SPECS = {name: RotarySpec.from_model(make_model(name)) for name in FIXTURES}

@@ -19,15 +19,15 @@ import pandas as pd
 import pytest
 import torch
 
-from rope_interp.ablation import Intervention, p_rope, position_shift
-from rope_interp.capturing import capture
-from rope_interp.data import Corpus
+from rope_interp.core.capturing import capture
+from rope_interp.core.pairs import expand_kv_heads, score_contributions, to_pairs
+from rope_interp.core.spec import RotarySpec, theta_rtol
+from rope_interp.core.stats import collect_pair_stats
 from rope_interp.errors import RopeInterpError
-from rope_interp.pairs import expand_kv_heads, score_contributions, to_pairs
+from rope_interp.interventions.ablation import Intervention, p_rope, position_shift
+from rope_interp.interventions.selection import select_band, select_pairs
+from rope_interp.loading.data import Corpus
 from rope_interp.report import build_report
-from rope_interp.selection import select_band, select_pairs
-from rope_interp.spec import RotarySpec, theta_rtol
-from rope_interp.stats import collect_pair_stats
 from tests.helpers import FIXTURES, make_model, random_tokens
 
 NAMES = sorted(FIXTURES)

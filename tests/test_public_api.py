@@ -46,7 +46,7 @@ def _readme_quick_start() -> str:
 @pytest.mark.real_model
 def test_readme_quick_start_runs_as_written(real_model, monkeypatch):
     # The same model the README names, loaded once per session instead of again.
-    monkeypatch.setattr("rope_interp.models.load_model", lambda *a, **k: real_model)
+    monkeypatch.setattr("rope_interp.loading.models.load_model", lambda *a, **k: real_model)
     monkeypatch.setattr(rope_interp, "load_model", lambda *a, **k: real_model, raising=False)
     namespace: dict = {}
     exec(compile(_readme_quick_start(), "README.md", "exec"), namespace)

@@ -5,14 +5,14 @@ import os
 import pytest
 import torch
 
-from rope_interp import hf_loading, models
-from rope_interp.capturing import capture
-from rope_interp.data import load_corpus
+from rope_interp.core.capturing import capture
+from rope_interp.core.pairs import score_contributions
+from rope_interp.core.spec import RotarySpec
+from rope_interp.core.stats import collect_pair_stats
 from rope_interp.errors import RopeInterpError
-from rope_interp.hf_loading import quiet
-from rope_interp.pairs import score_contributions
-from rope_interp.spec import RotarySpec
-from rope_interp.stats import collect_pair_stats
+from rope_interp.loading import hf_loading, models
+from rope_interp.loading.data import load_corpus
+from rope_interp.loading.hf_loading import quiet
 from tests.helpers import HOST
 
 pytestmark = pytest.mark.real_model

@@ -15,9 +15,10 @@ import torch
 
 import rope_interp.report
 from rope_interp.analysis.statistics import wilson_interval
-from rope_interp.conditions import PHASES, standard_conditions
-from rope_interp.data import Corpus
+from rope_interp.core.spec import RotarySpec
 from rope_interp.errors import RopeInterpError
+from rope_interp.interventions.conditions import PHASES, standard_conditions
+from rope_interp.loading.data import Corpus
 from rope_interp.report import (
     SECTION_BUILDERS,
     STANDARD_SECTIONS,
@@ -38,7 +39,6 @@ from rope_interp.report.verdicts import (
     interval_verdict,
     share_verdict,
 )
-from rope_interp.spec import RotarySpec
 from tests.helpers import make_model, random_tokens
 
 PLOTLY_MARKER = "plotly.js v"  # the bundle's licence header names its version once

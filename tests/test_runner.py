@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from rope_interp.ablation import attached_hooks
+from rope_interp.core.runner import run_batches
 from rope_interp.errors import RopeInterpError
-from rope_interp.runner import run_batches
+from rope_interp.interventions.ablation import attached_hooks
 from tests.helpers import make_model, random_tokens
 
 

@@ -8,10 +8,10 @@ import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
-import rope_interp.data as data
-from rope_interp.data import TokenStream, embedded_texts, parse_shard
+import rope_interp.loading.data as data
 from rope_interp.errors import RopeInterpError
-from rope_interp.numbers import parse_token_count
+from rope_interp.loading.data import TokenStream, embedded_texts, parse_shard
+from rope_interp.utils.numbers import parse_token_count
 
 DOCS = embedded_texts()[:30]
 
@@ -118,8 +118,8 @@ def test_stream_errors_name_the_problem(word_tokenizer, corpus_files, tmp_path):
 
 
 # ---- the statistics file's fingerprint ----------------------------------------------------------
-from rope_interp.spec import RotarySpec  # noqa: E402
-from rope_interp.stats import PairStats, collect_pair_stats, merge_stats_files  # noqa: E402
+from rope_interp.core.spec import RotarySpec  # noqa: E402
+from rope_interp.core.stats import PairStats, collect_pair_stats, merge_stats_files  # noqa: E402
 from tests.helpers import make_model, random_tokens, small_word_tokenizer  # noqa: E402
 
 
@@ -232,7 +232,7 @@ def _assert_same_stats(a_path, b_path):
             assert torch.equal(a[key], b[key]), key
         else:
             torch.testing.assert_close(a[key], b[key], rtol=1e-12, atol=1e-12), key
-    from rope_interp.stats import read_stats_file
+    from rope_interp.core.stats import read_stats_file
 
     assert read_stats_file(a_path)[1]["tokens_seen"] == read_stats_file(b_path)[1]["tokens_seen"]
 
@@ -298,7 +298,7 @@ def test_two_gloo_ranks_equal_one_process(small_vocab_tokenizer, corpus_files, m
 
 # ---- ablate under torch.distributed: the ranks split the windows, rank 0 merges --------------
 def _random_windows(args):
-    from rope_interp.data import Corpus
+    from rope_interp.loading.data import Corpus
 
     model = make_model("gqa")
     n_windows = max(1, args.tokens // args.seq_len)
@@ -333,7 +333,7 @@ def test_ablate_on_two_gloo_ranks_equals_one_process(monkeypatch, tmp_path):
 
     from rope_interp import cli
     from rope_interp.cli import loading
-    from rope_interp.results import merge_results
+    from rope_interp.interventions.results import merge_results
 
     monkeypatch.setattr(loading, "load_model_and_corpus", _random_windows)
     single, distributed = tmp_path / "single.csv", tmp_path / "distributed.csv"

@@ -4,9 +4,9 @@ import math
 import pytest
 import torch
 
+from rope_interp.core.pairs import rotate
+from rope_interp.core.spec import RotarySpec, first_partial_pair
 from rope_interp.errors import RopeInterpError
-from rope_interp.pairs import rotate
-from rope_interp.spec import RotarySpec, first_partial_pair
 from tests.helpers import HookedTransformer, HookedTransformerConfig, hooked_only, make_model
 
 

@@ -3,11 +3,11 @@ import math
 import pytest
 import torch
 
-from rope_interp.capturing import capture
+from rope_interp.core.capturing import capture
+from rope_interp.core.pairs import to_pairs
+from rope_interp.core.spec import RotarySpec
+from rope_interp.core.stats import PairStats, collect_pair_stats
 from rope_interp.errors import RopeInterpError
-from rope_interp.pairs import to_pairs
-from rope_interp.spec import RotarySpec
-from rope_interp.stats import PairStats, collect_pair_stats
 from tests.helpers import make_model, random_tokens
 
 

@@ -9,12 +9,12 @@ from collections.abc import Callable, Iterable, Sequence
 import torch
 from torch import Tensor
 
-from rope_interp.backends import backend_for
-from rope_interp.capturing import resolve_layers
+from rope_interp.core.backends import backend_for
+from rope_interp.core.capturing import resolve_layers
+from rope_interp.core.pairs import expand_kv_heads, to_pairs
+from rope_interp.core.runner import run_batches
+from rope_interp.core.spec import RotarySpec
 from rope_interp.errors import RopeInterpError
-from rope_interp.pairs import expand_kv_heads, to_pairs
-from rope_interp.runner import run_batches
-from rope_interp.spec import RotarySpec
 
 
 def spec_of(model) -> RotarySpec:

@@ -20,9 +20,9 @@ import torch
 from torch import Tensor
 
 from rope_interp.analysis._common import spec_of
-from rope_interp.capturing import resolve_layers
+from rope_interp.core.capturing import resolve_layers
+from rope_interp.core.runner import run_batches
 from rope_interp.errors import RopeInterpError
-from rope_interp.runner import run_batches
 
 
 @dataclass

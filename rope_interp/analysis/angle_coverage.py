@@ -25,9 +25,9 @@ import numpy as np
 import pandas as pd
 
 from rope_interp.analysis._common import spec_of
-from rope_interp.capturing import resolve_layers
+from rope_interp.core.capturing import resolve_layers
+from rope_interp.core.spec import RotarySpec
 from rope_interp.errors import RopeInterpError
-from rope_interp.spec import RotarySpec
 
 __all__ = ["angle_coverage", "cycle_boundaries"]
 

@@ -18,9 +18,9 @@ from torch import Tensor
 from rope_interp.analysis._common import spec_of
 from rope_interp.analysis.fourier import band_energy, fft_size
 from rope_interp.analysis.statistics import correlation_test
-from rope_interp.capturing import resolve_layers
+from rope_interp.core.capturing import resolve_layers
+from rope_interp.core.runner import run_batches
 from rope_interp.errors import RopeInterpError
-from rope_interp.runner import run_batches
 
 WINDOWS = ("none", "hann_periodic", "hann_symmetric")
 AGGREGATIONS = ("mean_power", "row_entropy")

@@ -23,8 +23,8 @@ from torch import Tensor
 
 from rope_interp.analysis._common import rotated_pass
 from rope_interp.analysis.statistics import spearman
+from rope_interp.core.spec import RotarySpec
 from rope_interp.errors import RopeInterpError
-from rope_interp.spec import RotarySpec
 
 
 def reference_decay(

@@ -2,7 +2,7 @@
 
 `long_context_stats` runs the model with capture hooks on the chosen layers' rotated q and k
 (`hook_rot_q`/`hook_rot_k`, read through the model's backend); when both of a layer have fired,
-the layer is reduced over query × key tiles (`rope_interp.tiled`) and its q/k dropped, so
+the layer is reduced over query × key tiles (`rope_interp.core.tiled`) and its q/k dropped, so
 rope-interp holds one layer's q/k and one tile's terms at a time: O(pos + tile² · pair), not
 O(pos² · pair). (The host's own eager attention still builds each layer's `[head, pos, pos]`
 scores and pattern: that part is O(pos²) per layer whatever rope-interp does.) The forward
@@ -25,13 +25,13 @@ import torch
 from torch import Tensor
 
 from rope_interp.analysis._common import spec_of
-from rope_interp.backends import backend_for
-from rope_interp.capturing import RotaryCapture, resolve_layers
+from rope_interp.core.backends import backend_for
+from rope_interp.core.capturing import RotaryCapture, resolve_layers
+from rope_interp.core.pairs import distance_buckets
+from rope_interp.core.runner import run_batches
+from rope_interp.core.spec import RotarySpec
+from rope_interp.core.tiled import TileSums, check_tile_size, tiled_sums
 from rope_interp.errors import RopeInterpError, UnsupportedModel
-from rope_interp.pairs import distance_buckets
-from rope_interp.runner import run_batches
-from rope_interp.spec import RotarySpec
-from rope_interp.tiled import TileSums, check_tile_size, tiled_sums
 
 __all__ = ["LongContextStats", "long_context_stats"]
 

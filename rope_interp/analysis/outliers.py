@@ -34,8 +34,8 @@ from jaxtyping import Float
 from torch import Tensor
 
 from rope_interp.analysis._common import robust_z, wrap
+from rope_interp.core.stats import PairStats
 from rope_interp.errors import RopeInterpError
-from rope_interp.stats import PairStats
 
 
 def frequency_bound(context: int) -> float:

@@ -19,11 +19,11 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from rope_interp.ablation import Intervention
 from rope_interp.analysis._common import spec_of
+from rope_interp.core.runner import run_batches
 from rope_interp.errors import RopeInterpError
-from rope_interp.runner import run_batches
-from rope_interp.selection import PairSelection
+from rope_interp.interventions.ablation import Intervention
+from rope_interp.interventions.selection import PairSelection
 
 
 def symmetric_phis(n: int = 9) -> list[float]:

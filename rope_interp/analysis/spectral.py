@@ -32,11 +32,11 @@ from rope_interp.analysis.fourier import (
     power_spectrum,
 )
 from rope_interp.analysis.statistics import spearman
-from rope_interp.backends import backend_for
-from rope_interp.capturing import resolve_layers
+from rope_interp.core.backends import backend_for
+from rope_interp.core.capturing import resolve_layers
+from rope_interp.core.pairs import to_pairs
+from rope_interp.core.runner import run_batches
 from rope_interp.errors import RopeInterpError
-from rope_interp.pairs import to_pairs
-from rope_interp.runner import run_batches
 
 __all__ = [
     "SpectralDefinition",

@@ -14,7 +14,7 @@ import pandas as pd
 import torch
 
 from rope_interp.analysis._common import bands
-from rope_interp.stats import PairStats
+from rope_interp.core.stats import PairStats
 
 _KINDS = ("q", "k", "qk")
 

@@ -13,7 +13,6 @@ import argparse
 import time
 from pathlib import Path
 
-from rope_interp.atomic import write_table
 from rope_interp.cli import loading
 from rope_interp.cli.distributed import process_group
 from rope_interp.cli.options import (
@@ -25,6 +24,7 @@ from rope_interp.cli.options import (
 )
 from rope_interp.cli.outputs import Output, add_overwrite_option
 from rope_interp.errors import RopeInterpError
+from rope_interp.utils.atomic import write_table
 
 
 def add_ablate_command(commands) -> None:
@@ -84,7 +84,7 @@ def add_ablate_command(commands) -> None:
 
 def validate_ablate(args: argparse.Namespace) -> list[Output]:
     """The checks of `ablate`'s own options; returns what it writes."""
-    from rope_interp.conditions import ABLATION_GROUPS
+    from rope_interp.interventions.conditions import ABLATION_GROUPS
 
     out = Path(args.out)
     if out.suffix.lower() not in (".csv", ".parquet"):
@@ -138,12 +138,12 @@ def rank_windows(n_windows: int, rank: int, world: int) -> slice:
 def cmd_ablate(args: argparse.Namespace) -> None:
     """An ablation sweep → one row per condition (Δloss with a bootstrap CI) in a CSV/Parquet
     file, plus per-head attention effects next to it; resumable."""
-    from rope_interp.conditions import standard_conditions
-    from rope_interp.data import Corpus
-    from rope_interp.experiment import run_experiment
-    from rope_interp.files import mark_folder
-    from rope_interp.results import merge_results
-    from rope_interp.spec import RotarySpec
+    from rope_interp.core.spec import RotarySpec
+    from rope_interp.interventions.conditions import standard_conditions
+    from rope_interp.interventions.experiment import run_experiment
+    from rope_interp.interventions.results import merge_results
+    from rope_interp.loading.data import Corpus
+    from rope_interp.utils.files import mark_folder
 
     out = Path(args.out)
     runs = run_dir(args)

@@ -17,7 +17,7 @@ def load_model_and_corpus(args: argparse.Namespace):
     """The model and corpus named by `add_model_options`'s arguments (on `args.device`): the
     `--tokens // --seq-len` windows, read with the reader every command shares (the text field
     of .jsonl/.parquet files is `--text-column` where a command has it, else `text`)."""
-    from rope_interp.data import load_corpus
+    from rope_interp.loading.data import load_corpus
 
     model = load_model_from_args(args, args.device)
     n_windows = max(1, args.tokens // args.seq_len)
@@ -37,7 +37,7 @@ def load_model_and_corpus(args: argparse.Namespace):
 
 def load_model_from_args(args: argparse.Namespace, device: str | None):
     """The model named by `add_model_options`'s arguments, on `device`."""
-    from rope_interp.models import BUILTIN_MODEL, cache_dir, load_model
+    from rope_interp.loading.models import BUILTIN_MODEL, cache_dir, load_model
 
     check_device_and_dtype(device, args.dtype)
     try:

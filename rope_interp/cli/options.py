@@ -8,7 +8,7 @@ import argparse
 import sys
 
 from rope_interp.errors import RopeInterpError, UsageError
-from rope_interp.numbers import parse_numbers
+from rope_interp.utils.numbers import parse_numbers
 
 DTYPES = ("float32", "float64", "float16", "bfloat16")
 DEVICE_TYPES = ("cpu", "cuda", "mps")
@@ -109,7 +109,7 @@ def check_model_layout(args: argparse.Namespace) -> None:
     `--n-devices` only over GPUs that are there."""
     import torch
 
-    from rope_interp.models import BUILTIN_MODEL
+    from rope_interp.loading.models import BUILTIN_MODEL
 
     n_ctx, n_devices = getattr(args, "n_ctx", None), getattr(args, "n_devices", 1)
     gguf = args.model.lower() == BUILTIN_MODEL or args.model.lower().endswith(".gguf")
@@ -165,7 +165,7 @@ def check_device_and_dtype(device: str | None, dtype: str) -> None:
 
 def check_model_name(name: str) -> None:
     """`--model`: what `load_model` accepts (checked without reading weights)."""
-    from rope_interp.models import check_model_name as check
+    from rope_interp.loading.models import check_model_name as check
 
     try:
         check(name)
@@ -177,7 +177,7 @@ def check_corpus_source(source: str, column: str = "text") -> list[str]:
     """`--corpus`: the embedded corpus, a HF dataset, or files that exist and look like what
     their names say (text, JSONL or Parquet with a text column `column`), checked from their
     first bytes; returns the files."""
-    from rope_interp.corpus_reader import CorpusReader
+    from rope_interp.loading.corpus_reader import CorpusReader
 
     try:
         reader = CorpusReader(source, column)

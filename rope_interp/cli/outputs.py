@@ -52,8 +52,8 @@ def check_outputs(
     """Every output writable, none another output or an input, none an existing file or
     folder that rope-interp did not write (unless `overwrite`): else one `RopeInterpError`
     naming the option."""
-    from rope_interp.atomic import check_writable_dir, check_writable_file
-    from rope_interp.files import refuse_collisions, refuse_overlap
+    from rope_interp.utils.atomic import check_writable_dir, check_writable_file
+    from rope_interp.utils.files import refuse_collisions, refuse_overlap
 
     refuse_collisions([(o.option, o.path, o.kind == "folder") for o in outputs])
     for output in outputs:
@@ -67,7 +67,7 @@ def check_outputs(
 def check_not_foreign(output: Output, overwrite: bool) -> None:
     """Refuse an existing output that rope-interp did not write (unless `overwrite`), and
     always one that is not a regular file or folder (a FIFO, a device)."""
-    from rope_interp.files import KINDS, MARKER, check_regular_file, written_by_rope_interp
+    from rope_interp.utils.files import KINDS, MARKER, check_regular_file, written_by_rope_interp
 
     path = output.path
     if not path.exists():

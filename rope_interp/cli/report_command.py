@@ -95,9 +95,9 @@ def report_folders(args: argparse.Namespace) -> list[tuple[str, str]]:
 
 def cmd_report(args: argparse.Namespace) -> None:
     """Run the analyses and standard ablations and write one self-contained HTML report."""
-    from rope_interp.data import Corpus
-    from rope_interp.files import mark_folder
+    from rope_interp.loading.data import Corpus
     from rope_interp.report import Report, build_report, resolve_sections
+    from rope_interp.utils.files import mark_folder
 
     sections = split_list(args.sections)
     out = Path(args.out)

@@ -7,12 +7,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from rope_interp.atomic import write_table
 from rope_interp.cli import loading
 from rope_interp.cli.distributed import process_group
 from rope_interp.cli.options import HelpFormatter, add_model_options, progress_note
 from rope_interp.cli.outputs import Output, add_overwrite_option
 from rope_interp.errors import RopeInterpError
+from rope_interp.utils.atomic import write_table
 
 
 def add_stats_command(commands) -> None:
@@ -70,14 +70,14 @@ def add_merge_command(commands) -> None:
 
 def token_budget(text: str) -> int | None:
     """`--tokens` of `stats`: a count such as 4096, 50k, 100M, 1e6, or `all` (None)."""
-    from rope_interp.numbers import parse_token_count
+    from rope_interp.utils.numbers import parse_token_count
 
     return None if text.strip().lower() == "all" else parse_token_count(text)
 
 
 def validate_stats(args: argparse.Namespace) -> list[Output]:
     """The checks of `stats`'s own options; returns what it writes."""
-    from rope_interp.data import parse_shard
+    from rope_interp.loading.data import parse_shard
 
     token_budget(args.tokens)
     parse_shard(args.shard)
@@ -106,8 +106,8 @@ def validate_merge(args: argparse.Namespace) -> list[Output]:
 def cmd_stats(args: argparse.Namespace) -> None:
     """Streaming pair statistics to a file (.safetensors keeps the accumulators; .csv/.parquet
     the tidy table). Under `torchrun`, every rank takes its shard and rank 0 writes."""
-    from rope_interp.data import parse_shard, stream_corpus
-    from rope_interp.stats import all_reduce_stats, collect_pair_stats
+    from rope_interp.core.stats import all_reduce_stats, collect_pair_stats
+    from rope_interp.loading.data import parse_shard, stream_corpus
 
     out = args.out  # checked by validate_args, before the model loads
     budget = token_budget(args.tokens)
@@ -150,7 +150,7 @@ def cmd_stats(args: argparse.Namespace) -> None:
 
 def cmd_merge(args: argparse.Namespace) -> None:
     """Combine statistics files of independent jobs (shards) into one."""
-    from rope_interp.stats import merge_stats_files
+    from rope_interp.core.stats import merge_stats_files
 
     meta = merge_stats_files(args.out, args.inputs)
     print(f"wrote {args.out} ({meta['tokens_seen']} tokens from {len(args.inputs)} files)")

@@ -23,8 +23,8 @@ def add_summary_command(commands) -> None:
 
 def cmd_summary(args: argparse.Namespace) -> None:
     """Per-layer rotary frequencies and pair norms."""
-    from rope_interp.spec import RotarySpec
-    from rope_interp.stats import collect_pair_stats
+    from rope_interp.core.spec import RotarySpec
+    from rope_interp.core.stats import collect_pair_stats
 
     start = time.perf_counter()
     model, corpus = loading.load_model_and_corpus(args)

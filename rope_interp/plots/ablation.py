@@ -140,7 +140,7 @@ def random_control_strip(
 ) -> go.Figure:
     """The random controls' Δloss as a strip (one dot per seeded draw, with a box) and each
     band's Δloss as a vertical line, labelled with its percentile among the draws when `places`
-    (`rope_interp.contrasts.control_distribution`) is given. Needs columns condition, band
+    (`interventions.contrasts.control_distribution`) is given. Needs columns condition, band
     ("high", "low", "random") and delta_loss."""
     _need(summary, ["condition", "band", "delta_loss"], "random_control_strip")
     draws = summary[summary["band"] == "random"]

@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from rope_interp.atomic import atomic_write
 from rope_interp.errors import RopeInterpError
+from rope_interp.utils.atomic import atomic_write
 
 ImageFormat = Literal["png", "svg", "pdf"]
 IMAGE_FORMATS: tuple[str, ...] = ("png", "svg", "pdf")

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import pandas as pd
 import plotly.graph_objects as go
 
-from rope_interp.numbers import format_number
+from rope_interp.utils.numbers import format_number
 
 
 def plot_heatmap(

@@ -12,12 +12,12 @@ import time
 import traceback
 from collections.abc import Callable, Sequence
 
+from rope_interp.core.spec import RotarySpec
 from rope_interp.report import sections as _standard_sections  # noqa: F401  (registers them)
 from rope_interp.report.context import ReportContext
 from rope_interp.report.document import Report, Section
 from rope_interp.report.registry import SECTION_BUILDERS, resolve_sections
 from rope_interp.report.render import library_versions
-from rope_interp.spec import RotarySpec
 
 
 def build_report(

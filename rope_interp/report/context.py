@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from rope_interp.stats import collect_pair_stats
+from rope_interp.core.stats import collect_pair_stats
 
 
 @dataclass

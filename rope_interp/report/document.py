@@ -11,10 +11,10 @@ from typing import Any
 
 import pandas as pd
 
-from rope_interp.atomic import atomic_write_text, write_table
 from rope_interp.errors import RopeInterpError
 from rope_interp.plots.export import write_images
 from rope_interp.report.render import render_html, render_notebook, slug
+from rope_interp.utils.atomic import atomic_write_text, write_table
 
 #: Tables longer than this show their first rows only (the full table goes to `tables_dir`).
 MAX_TABLE_ROWS = 300

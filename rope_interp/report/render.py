@@ -20,7 +20,7 @@ from jinja2 import Environment, PackageLoader
 from markupsafe import Markup, escape
 from plotly.offline import get_plotlyjs
 
-from rope_interp.numbers import format_number
+from rope_interp.utils.numbers import format_number
 
 _LIBRARIES = ("rope-interp", "torch", "transformer-lens", "transformers", "plotly", "pandas")
 

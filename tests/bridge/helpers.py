@@ -16,17 +16,17 @@ from pathlib import Path
 
 import torch
 
-from rope_interp import hf_loading
-from rope_interp.family_check import LLAMA3_SCALING, tiny_config
-from rope_interp.hf_loading import quiet
+from rope_interp.loading import hf_loading
+from rope_interp.loading.hf_loading import quiet
 from rope_interp.testing import word_tokenizer
+from rope_interp.testing.family_check import LLAMA3_SCALING, tiny_config
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 VOCAB = 50
 
 
-# Smaller than the supported-models matrix's tiny models (rope_interp.family_check), whose
+# Smaller than the supported-models matrix's tiny models (rope_interp.testing.family_check), whose
 # config fields these share: d_model 32, the word-level tokenizer's 50 tokens, no padding row.
 _BRIDGE_SIZE = dict(
     hidden_size=32,

@@ -13,14 +13,14 @@ import sys
 import pytest
 import torch
 
-from rope_interp.backends import BridgeBackend, backend_for
-from rope_interp.backends.bridge_geometry import is_bridge
-from rope_interp.backends.bridge_support import _SUPPORT, BridgeSupport, bridge_support
-from rope_interp.capturing import RotaryCapture, capture
+from rope_interp.core.backends import BridgeBackend, backend_for
+from rope_interp.core.backends.bridge_geometry import is_bridge
+from rope_interp.core.backends.bridge_support import _SUPPORT, BridgeSupport, bridge_support
+from rope_interp.core.capturing import RotaryCapture, capture
+from rope_interp.core.pairs import rotate, score_contributions
+from rope_interp.core.spec import RotarySpec
+from rope_interp.core.stats import collect_pair_stats
 from rope_interp.errors import RopeInterpError, UnsupportedBridge
-from rope_interp.pairs import rotate, score_contributions
-from rope_interp.spec import RotarySpec
-from rope_interp.stats import collect_pair_stats
 from tests.bridge.helpers import (
     EXPECTED_LAYOUT,
     HF_BUILDERS,
@@ -430,8 +430,8 @@ def test_nope_on_every_pair_equals_the_hf_model_without_its_rotation(name, monke
     its apply_rotary_pos_emb replaced by the identity. On GPT-NeoX and GPT-J, whose rotated
     hooks never fire, rope-interp applies NoPE before RoPE; on Llama, at the rotated hooks; on
     Qwen3 (QK-norm), at the rotated hooks from the q/k read after the norm."""
-    from rope_interp.ablation import Intervention
-    from rope_interp.selection import select_pairs
+    from rope_interp.interventions.ablation import Intervention
+    from rope_interp.interventions.selection import select_pairs
 
     bridge, reference = _sharp_bridge(name)
     spec = RotarySpec.from_model(bridge)
@@ -456,8 +456,8 @@ def test_phase_and_shift_before_rope_act_like_rotations(name):
     """Where rotated hooks never fire: a shift of every position on q and k leaves the logits
     unchanged (RoPE is relative), a phase on q equals the opposite phase on k, and both change
     the logits when applied to one side."""
-    from rope_interp.ablation import Intervention, position_shift
-    from rope_interp.selection import select_band
+    from rope_interp.interventions.ablation import Intervention, position_shift
+    from rope_interp.interventions.selection import select_band
 
     bridge, _ = _sharp_bridge(name)
     spec = RotarySpec.from_model(bridge)
@@ -501,7 +501,7 @@ def test_a_phase_sweep_on_a_fresh_bridge_counts_only_its_own_tokens():
     """Regression: the phase sweep's pattern hooks once counted the probe pass (5 tokens) of a
     fresh bridge, inflating 'previous' from 0 to 0.06 on this planted head."""
     from rope_interp.analysis.phase import phase_sweep_attention
-    from rope_interp.selection import select_pairs
+    from rope_interp.interventions.selection import select_pairs
     from rope_interp.testing import make_model
     from rope_interp.testing import random_tokens as tiny_tokens
     from tests.test_analysis_planting import plant_previous_token_head

@@ -15,9 +15,9 @@ import pydoc_data.topics
 import pytest
 import torch
 
-from rope_interp.capturing import RotaryCapture
-from rope_interp.spec import RotarySpec
-from rope_interp.stats import PairStats, collect_pair_stats
+from rope_interp.core.capturing import RotaryCapture
+from rope_interp.core.spec import RotarySpec
+from rope_interp.core.stats import PairStats, collect_pair_stats
 from tests.bridge.helpers import boot, hf_reference, load_smollm2_hf, smollm2_gguf
 
 pytestmark = [

@@ -8,9 +8,13 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from rope_interp.conditions import standard_conditions
-from rope_interp.contrasts import band_contrasts, control_distribution, paired_contrast
-from rope_interp.experiment import ExperimentResult, run_experiment
+from rope_interp.interventions.conditions import standard_conditions
+from rope_interp.interventions.contrasts import (
+    band_contrasts,
+    control_distribution,
+    paired_contrast,
+)
+from rope_interp.interventions.experiment import ExperimentResult, run_experiment
 from rope_interp.plots.ablation import (
     delta_loss_bars,
     head_metric_heatmap,
