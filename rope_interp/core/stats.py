@@ -25,6 +25,7 @@ import json
 import math
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import torch
@@ -127,10 +128,16 @@ class PairStats:
         self.sequences_seen = 0
         self._row = {layer: row for row, layer in enumerate(self.layers)}
         n_layers, n_pairs = len(self.layers), spec.n_pairs
-        f64 = dict(dtype=torch.float64, device=self.device)
-        low = dict(dtype=reduce_dtype, device=self.device)
-        self._sums, self._max, self._pass = {}, {}, {}
-        self._buf, self._buf_max, self._buf_pass, self._pending = {}, {}, {}, {}
+        f64: dict[str, Any] = dict(dtype=torch.float64, device=self.device)
+        low: dict[str, Any] = dict(dtype=reduce_dtype, device=self.device)
+        self._sums: dict[str, Tensor] = {}
+        self._max: dict[str, Tensor] = {}
+        self._pass: dict[str, Tensor] = {}
+        self._buf: dict[str, Tensor] = {}
+        self._buf_max: dict[str, Tensor] = {}
+        self._buf_pass: dict[str, Tensor] = {}
+        # kind → row → (tokens, sequences) reduced but not yet folded
+        self._pending: dict[str, dict[int, tuple[int, int]]] = {}
         for kind in ("q", "k"):
             heads = spec.n_heads if kind == "q" else spec.n_kv_heads
             self._sums[kind] = torch.zeros(n_layers, heads, len(_SUMS), n_pairs, **f64)
@@ -139,7 +146,7 @@ class PairStats:
             self._buf[kind] = torch.zeros(n_layers, heads, _N_REDUCED, n_pairs, **low)
             self._buf_max[kind] = torch.full((n_layers, heads, n_pairs), -math.inf, **low)
             self._buf_pass[kind] = torch.zeros(n_layers, heads, **low)
-            self._pending[kind] = {}  # row → (tokens, sequences) reduced but not yet folded
+            self._pending[kind] = {}
 
     # ---- accumulation -------------------------------------------------------------------
     def update(self, kind: str, layer: int, x: Tensor) -> None:
@@ -317,7 +324,7 @@ class PairStats:
             mean_sq = acc["sum_sq"] / count
             mean = self.mean_vectors(kind)
             n_layers, n_heads, n_pairs = mean.shape
-            cpu = dict(device="cpu")  # index tables for the table, on the CPU
+            cpu: dict[str, Any] = dict(device="cpu")  # index tables for the table, on the CPU
             index = torch.cartesian_prod(
                 torch.tensor(self.layers, **cpu),
                 torch.arange(n_heads, **cpu),

@@ -121,13 +121,13 @@ class _Layer:
     def log_normaliser(self, qs: slice, tile: int, soft_cap: float | None) -> Tensor:
         """log Σ_n exp(s[m, n]) over the causal keys of each query `[batch, head, tq]`, by a
         running maximum over key tiles."""
-        top = running = None
-        for k0 in range(0, qs.stop, tile):
+        # key 0 is in the first tile: every row has a finite maximum
+        s = self.scores(qs, slice(0, min(tile, qs.stop)), soft_cap)
+        top = s.amax(-1)
+        running = torch.exp(s - top[..., None]).sum(-1)
+        for k0 in range(tile, qs.stop, tile):
             s = self.scores(qs, slice(k0, min(k0 + tile, qs.stop)), soft_cap)
             tile_top = s.amax(-1)
-            if top is None:  # key 0 is in the first tile: every row has a finite maximum
-                top, running = tile_top, torch.exp(s - tile_top[..., None]).sum(-1)
-                continue
             new_top = torch.maximum(top, tile_top)
             running = running * torch.exp(top - new_top) + torch.exp(s - new_top[..., None]).sum(-1)
             top = new_top

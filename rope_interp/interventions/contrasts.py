@@ -103,7 +103,7 @@ def band_contrasts(result: ExperimentResult, n_boot: int = 1000, seed: int = 0) 
     """The headline paired contrasts of the standard band conditions: high − low, and each band
     − the mean of the random controls (empty when the result has no band group)."""
     bands, controls = _band_rows(result)
-    pairs = []
+    pairs: list[tuple[str, str | list[str]]] = []
     if "high" in bands and "low" in bands:
         pairs.append((bands["high"], bands["low"]))
     if controls:

@@ -33,7 +33,8 @@ from rope_interp.utils.logs import note
 
 FORMAT_VERSION = 2
 
-_NEEDED = ("format", "name", "key", "parts", "complete", "losses", "losses_base", "sums")
+_NEEDED: tuple[str, ...] = ("format", "name", "key", "parts", "complete", "losses")
+_NEEDED += ("losses_base", "sums")
 _NEEDED += ("base_sums", "rows", "n_tokens", "batches_done", "sequence_ids")
 
 _PART_NAMES = {
@@ -73,7 +74,7 @@ def condition_identity(condition) -> str | None:
         state += [callable_identity(fn, closure=False) for _, fn in intervention.hooks()]
         if any(s is None for s in state):
             return None
-        parts += state  # type: ignore[arg-type]
+        parts += state
     for name, fn in condition.hooks:
         ident = callable_identity(fn)
         if ident is None:
@@ -189,6 +190,8 @@ def load_record(
             return record
     if problem:
         note(f"condition {name!r}: {path} is unreadable or damaged ({problem}); recomputing")
+        return None
+    if record is None:
         return None
     saved = record.get("parts") or {}
     reasons = [

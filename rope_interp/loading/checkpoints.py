@@ -142,7 +142,7 @@ def check_against_checkpoint(model: Any, hf_model: Any, arch: str) -> None:
     frequencies = hf_frequencies(hf_model)
     layer_types = getattr(hf_model.config.get_text_config(), "layer_types", None)
     for layer, thetas in enumerate(spec.thetas):
-        key = "all" if "all" in frequencies else layer_types[layer]
+        key = "all" if "all" in frequencies or layer_types is None else layer_types[layer]
         expected = frequencies[key]
         if expected.shape != thetas.shape:
             raise RopeInterpError(

@@ -265,8 +265,8 @@ class _TextFile:
             import gzip
             import lzma
 
-            opener = {"gzip": gzip.open, "bzip2": bz2.open, "xz": lzma.open}[self.compression]
-            self.handle = opener(path, "rb")
+            opener: dict[str, Any] = {"gzip": gzip.open, "bzip2": bz2.open, "xz": lzma.open}
+            self.handle = opener[self.compression](path, "rb")
         try:
             head = self.read(_SNIFF_BYTES)
             _refuse_binary(path, head, self.compression)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from jaxtyping import Int
@@ -252,11 +253,11 @@ class TokenStream:
     """
 
     source: str
-    tokenizer: object
+    tokenizer: Any
     seq_len: int
     prepend_bos: bool = False
     max_tokens: int | None = None
-    shard: tuple[int, int] | str = (0, 1)
+    shard: Any = (0, 1)  # "I/N" or (I, N); (I, N) after __post_init__
     column: str = "text"
     n_ctx: int | None = None
     reader: CorpusReader = field(init=False, repr=False)

@@ -29,7 +29,7 @@ _CACHE_FILES = ("model.safetensors", "config.json", "tokenizer/tokenizer_config.
 
 
 def load_gguf_bridge(
-    path: Path, digest: str, cache_root: Path, device: torch.device, dtype: torch.dtype
+    path: Path, digest: str, cache_root: Path, device: torch.device | str, dtype: torch.dtype
 ) -> Any:
     """A GGUF file (checked by the caller) as a bridge, through a cached HF checkpoint."""
     key = f"{path.stem}-{digest}-hf-v{_BRIDGE_CACHE_VERSION}"

@@ -47,7 +47,7 @@ _FRACTIONS = ("partial_rotary_factor", "rotary_pct")
 # Non-negative finite numbers.
 _NON_NEGATIVE = ("rms_norm_eps", "layer_norm_eps", "layer_norm_epsilon", "initializer_range")
 # Fields of a RoPE parameter dict (`rope_parameters`, `rope_scaling`).
-_ROPE_POSITIVE = ("rope_theta", "factor", "low_freq_factor", "high_freq_factor")
+_ROPE_POSITIVE: tuple[str, ...] = ("rope_theta", "factor", "low_freq_factor", "high_freq_factor")
 _ROPE_POSITIVE += ("attention_factor", "mscale", "mscale_all_dim")
 _ROPE_FINITE = ("beta_fast", "beta_slow")
 # (field names) of the sizes behind a lower bound on the parameter count, by meaning.

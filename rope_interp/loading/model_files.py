@@ -181,7 +181,8 @@ def _check_gguf_fields(path: Path, metadata: dict[str, Any]) -> None:
     arch = metadata.get("general.architecture")
     if not isinstance(arch, str) or not arch:
         raise RopeInterpError(f"GGUF file {path} names no model (general.architecture).")
-    positive = ("block_count", "embedding_length", "attention.head_count", "context_length")
+    positive: tuple[str, ...] = ("block_count", "embedding_length", "attention.head_count")
+    positive += ("context_length",)
     positive += ("feed_forward_length", "attention.head_count_kv", "rope.dimension_count")
     for field in positive:
         value = metadata.get(f"{arch}.{field}")
@@ -242,6 +243,8 @@ def _check_tensor_layout(where: str, header: dict, data_bytes: int) -> None:
         dtype, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
         if dtype not in _SAFETENSORS_SIZES:
             raise RopeInterpError(f"{where}: tensor {name!r} has unknown dtype {dtype!r}.")
+        if not isinstance(shape, list) or not isinstance(offsets, list):
+            raise RopeInterpError(f"{where}: tensor {name!r} has an invalid shape or offsets.")
         if not _ints(shape, 0) or not _ints(offsets, 0) or len(offsets) != 2:
             raise RopeInterpError(f"{where}: tensor {name!r} has an invalid shape or offsets.")
         begin, end = offsets

@@ -289,7 +289,7 @@ def _build_hooked(
     cfg_dict: dict[str, Any],
     state_dict: dict[str, torch.Tensor],
     tokenizer: Any,
-    device: torch.device,
+    device: torch.device | str,
     dtype: torch.dtype,
 ) -> HookedTransformer:
     cfg = HookedTransformerConfig(**cfg_dict, device=str(device), dtype=dtype)

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pandas as pd
 
@@ -155,7 +155,9 @@ class Report:
             for n, figure in enumerate(section.figures)
         ]
 
-    def write_figures(self, directory: str | Path, fmt: str = "png") -> list[Path]:
+    def write_figures(
+        self, directory: str | Path, fmt: Literal["png", "svg", "pdf"] = "png"
+    ) -> list[Path]:
         """Every figure as an image file (png, svg or pdf) in `directory`; returns the paths."""
         return write_images(self.named_figures(), directory, fmt)
 

@@ -88,7 +88,7 @@ def _families() -> list[Family]:
     import transformers as tf
 
     # GPT-NeoX: no grouped-query attention, no pad token.
-    neox = {k: v for k, v in TINY_CONFIG.items() if k not in _NOT_NEOX}
+    neox: dict[str, Any] = {k: v for k, v in TINY_CONFIG.items() if k not in _NOT_NEOX}
     return [
         Family("Llama", lambda: tiny_config("LlamaConfig"), "half"),
         Family(
@@ -159,7 +159,7 @@ def _families() -> list[Family]:
         ),
         Family(
             "Pythia / GPT-NeoX",
-            lambda: tf.GPTNeoXConfig(**neox, rotary_pct=0.25),
+            lambda: tf.GPTNeoXConfig(**{**neox, "rotary_pct": 0.25}),
             "half",
             partial_rotary="25 %",
             gqa="no",
@@ -267,14 +267,14 @@ def measure(path: Path, tokens: torch.Tensor) -> dict[str, float]:
     with torch.no_grad():
         ours, cache = model.run_with_cache(tokens)
         theirs = hf(tokens).logits
-    out: dict[str, float] = {"logits": (ours - theirs).abs().max().item()}
+    out: dict[str, Any] = {"logits": (ours - theirs).abs().max().item()}
 
     spec = RotarySpec.from_model(model)
     freqs = hf_frequencies(hf)
     layer_types = getattr(hf.config.get_text_config(), "layer_types", None)
     theta_err = 0.0
     for layer in range(spec.n_layers):
-        key = "all" if "all" in freqs else layer_types[layer]
+        key = "all" if "all" in freqs or layer_types is None else layer_types[layer]
         ref = freqs[key]
         theta_err = max(theta_err, ((spec.thetas[layer] - ref).abs() / ref).max().item())
     out["theta"] = theta_err

@@ -27,7 +27,7 @@ def _digest() -> Any:
 def tensor_bytes(tensor: Tensor) -> memoryview:
     """The raw bytes of a tensor (any dtype, bfloat16 included), on the CPU."""
     flat = tensor.detach().reshape(-1).contiguous().cpu()
-    return memoryview(flat.view(torch.uint8).numpy())
+    return memoryview(flat.view(torch.uint8).numpy().data)
 
 
 def _update_tensor(digest, tensor: Tensor) -> None:
@@ -105,17 +105,18 @@ def value_identity(value: Any, _depth: int = 0) -> str | None:
     if isinstance(value, np.ndarray):
         return value_identity(torch.from_numpy(np.ascontiguousarray(value)))
     if isinstance(value, list | tuple | set | frozenset):
-        items = [deeper(v) for v in value]
-        if any(i is None for i in items):
+        found = [deeper(v) for v in value]
+        items = [i for i in found if i is not None]
+        if len(items) != len(found):
             return None
         if isinstance(value, set | frozenset):
             items = sorted(items)
-        return f"{type(value).__name__}({','.join(items)})"  # type: ignore[arg-type]
+        return f"{type(value).__name__}({','.join(items)})"
     if isinstance(value, dict):
-        items = [(deeper(k), deeper(v)) for k, v in value.items()]
-        if any(k is None or v is None for k, v in items):
+        pairs = [(deeper(k), deeper(v)) for k, v in value.items()]
+        if any(k is None or v is None for k, v in pairs):
             return None
-        return "dict(" + ",".join(sorted(f"{k}:{v}" for k, v in items)) + ")"  # type: ignore
+        return "dict(" + ",".join(sorted(f"{k}:{v}" for k, v in pairs)) + ")"
     if callable(value):
         return callable_identity(value, _depth=_depth + 1)
     return None

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import math
 import operator
+from collections.abc import Callable
 from numbers import Integral
 from typing import Any
 
@@ -23,7 +24,7 @@ _BINARY = {
     ast.Mult: operator.mul,
     ast.Div: operator.truediv,
 }
-_UNARY = {ast.UAdd: operator.pos, ast.USub: operator.neg}
+_UNARY: dict[type, Callable[[float], float]] = {ast.UAdd: operator.pos, ast.USub: operator.neg}
 _MAX_LENGTH = 64
 
 
@@ -53,7 +54,7 @@ def parse_numbers(text: str, what: str = "value") -> list[float]:
 
 
 def _evaluate(node: ast.AST) -> float:
-    if isinstance(node, ast.Constant) and type(node.value) in (int, float):
+    if isinstance(node, ast.Constant) and isinstance(node.value, int | float):
         return float(node.value)
     if isinstance(node, ast.Name) and node.id in _CONSTANTS:
         return _CONSTANTS[node.id]

@@ -222,8 +222,9 @@ def _hf_rotary(
         factor = params.get("partial_rotary_factor")
         if factor is None:
             factor = getattr(config, "partial_rotary_factor", None) or getattr(
-                config, "rotary_pct", 1.0
+                config, "rotary_pct", None
             )
+            factor = 1.0 if factor is None else factor
         rotary_dim = int(dims["d_head"] * float(factor))
     n_ctx = min(dims["n_ctx"], _MAX_TABLE)
     if rope_type in ("dynamic", "longrope"):
@@ -455,7 +456,7 @@ def _detect_layout(rotary: _Rotary, cos_p: Tensor, sin_p: Tensor, arch: str) -> 
         ours[..., dims[:, 0]], ours[..., dims[:, 1]] = z.real, z.imag
         errors[layout] = (ours - theirs).abs().max().item()
         if errors[layout] <= _ROTATE_ATOL * max(1.0, rotary.attention_scaling):
-            return layout  # type: ignore[return-value]
+            return layout
     raise UnsupportedBridge(
         f"{arch}: neither layout reproduces the model's own rotary embedding (max |error| "
         f"half-split {errors['half']:.2e}, interleaved {errors['interleaved']:.2e})."
