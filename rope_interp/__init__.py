@@ -43,6 +43,8 @@ _EXPORTS = {
     "PairStats": "rope_interp.core.stats",
     # long context
     "long_context_stats": "rope_interp.analysis.long_context",
+    "length_sweep": "rope_interp.analysis.length_sweep",
+    "LengthSweep": "rope_interp.analysis.length_sweep",
     "LongContextStats": "rope_interp.analysis.long_context",
     "angle_coverage": "rope_interp.analysis.angle_coverage",
     "cycle_boundaries": "rope_interp.analysis.angle_coverage",
@@ -71,6 +73,7 @@ __all__ = [
     "ExperimentResult",
     "HooksDidNotFire",
     "Intervention",
+    "LengthSweep",
     "LongContextStats",
     "PairSelection",
     "PairStats",
@@ -87,6 +90,7 @@ __all__ = [
     "from_cache",
     "from_pairs",
     "hook_name",
+    "length_sweep",
     "load_corpus",
     "load_model",
     "long_context_stats",
@@ -118,6 +122,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly
     from rope_interp.analysis.angle_coverage import angle_coverage, cycle_boundaries
+    from rope_interp.analysis.length_sweep import LengthSweep, length_sweep
     from rope_interp.analysis.long_context import LongContextStats, long_context_stats
     from rope_interp.core.capturing import RotaryCapture, capture, from_cache, hook_name
     from rope_interp.core.pairs import (

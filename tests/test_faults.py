@@ -179,8 +179,14 @@ def test_sweep_killed_mid_way_resumes_bit_identically(
         assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     else:  # Ctrl-C: KeyboardInterrupt raised from inside a hook, here
         monkeypatch.setenv("ROPE_INTERP_TEST_SIGNAL", signal_name)
-        with pytest.raises(KeyboardInterrupt):
-            interrupted_sweep.run(killed_dir)
+        # Python's own Ctrl-C handler, also where the suite was started in the background
+        # (which leaves SIGINT ignored, so the signal would pass unnoticed).
+        previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                interrupted_sweep.run(killed_dir)
+        finally:
+            signal.signal(signal.SIGINT, previous)
         monkeypatch.delenv("ROPE_INTERP_TEST_SIGNAL")
     assert not (killed_dir / "summary.csv").exists()  # it died before the end
     saved = [json.loads(p.read_text()) for p in (killed_dir / "conditions").glob("*.json")]

@@ -74,3 +74,14 @@ def test_walkthrough_notebook_runs(capsys):
     assert namespace["error"] < 1e-4
     assert set(namespace["result"].summary["condition"]) == {"high 2", "random 2"}
     assert "max |Σ pairs + pass-through − scores|" in capsys.readouterr().out
+
+
+def test_every_package_folder_is_a_regular_package():
+    """A folder without __init__.py is left out of the wheel (setuptools finds packages by it),
+    though imports from a checkout still work."""
+    import rope_interp
+
+    root = Path(rope_interp.__file__).parent
+    folders = {p.parent for p in root.rglob("*.py")}
+    missing = sorted(str(f.relative_to(root)) for f in folders if not (f / "__init__.py").exists())
+    assert not missing

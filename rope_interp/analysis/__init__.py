@@ -13,7 +13,8 @@
 - `decay`: score against distance: RoPE's own (all-ones vs Gaussian) and a trained model's.
 - `phase`: a symmetric constant-phase sweep and where positional heads' attention goes.
 - `long_context`: per-pair score terms by distance and weighted by attention, over query × key
-  tiles (long windows); `angle_coverage`: angles reached in training vs at a longer length.
+  tiles (long windows); `angle_coverage`: angles reached in training vs at a longer length;
+  `length_sweep`: loss and attention by position for the clean model and each condition.
 - `statistics`: the one tie-aware Spearman, Pearson and permutation p-values.
 """
 
@@ -28,6 +29,7 @@ from rope_interp.analysis.attention_spectra import (
 )
 from rope_interp.analysis.decay import reference_decay, score_decay
 from rope_interp.analysis.fourier import harmonic_enrichment
+from rope_interp.analysis.length_sweep import LengthSweep, length_sweep
 from rope_interp.analysis.long_context import LongContextStats, long_context_stats
 from rope_interp.analysis.massive import massive_values
 from rope_interp.analysis.outliers import bound_summary, offset_features
@@ -40,6 +42,7 @@ from rope_interp.analysis.usage import band_shares, frequency_usage, layer_usage
 
 __all__ = [
     "AttentionSinks",
+    "LengthSweep",
     "LongContextStats",
     "MassiveActivations",
     "PositionalHeads",
@@ -55,6 +58,7 @@ __all__ = [
     "frequency_usage",
     "harmonic_enrichment",
     "layer_usage",
+    "length_sweep",
     "long_context_stats",
     "massive_activations",
     "massive_values",

@@ -165,6 +165,24 @@ def sliding_window(model, layer: int) -> int | None:
     return int(window) if getattr(config, "use_sliding_window", True) else None
 
 
+def check_context_length(model, spec: RotarySpec, layers, length: int, allow: bool) -> None:
+    """Refuse `length` tokens beyond the model's context unless `allow`, and then wherever the
+    host cannot rotate beyond it (its rotary tables stop at n_ctx)."""
+    if length <= spec.n_ctx:
+        return
+    if not allow:
+        raise RopeInterpError(
+            f"Sequences of {length} tokens are longer than the model's context "
+            f"(n_ctx={spec.n_ctx}); pass allow_beyond_context=True to measure beyond it."
+        )
+    backend = backend_for(model)
+    if backend.name != "bridge" or not backend.rotated_hooks_fire(layers):
+        raise RopeInterpError(
+            f"This model cannot rotate beyond its {spec.n_ctx}-token context here (its "
+            f"rotary tables stop there); build it with a larger n_ctx to measure {length} tokens."
+        )
+
+
 def _check_length(model, spec: RotarySpec, layers, tokens: Tensor, allow: bool) -> None:
     if tokens.ndim != 2 or tokens.shape[1] < 1:
         raise RopeInterpError(
@@ -172,19 +190,7 @@ def _check_length(model, spec: RotarySpec, layers, tokens: Tensor, allow: bool) 
             f"{tuple(tokens.shape)}."
         )
     length = int(tokens.shape[1])
-    if length > spec.n_ctx:
-        if not allow:
-            raise RopeInterpError(
-                f"Sequences of {length} tokens are longer than the model's context "
-                f"(n_ctx={spec.n_ctx}); pass allow_beyond_context=True to measure beyond it."
-            )
-        backend = backend_for(model)
-        if backend.name != "bridge" or not backend.rotated_hooks_fire(layers):
-            raise RopeInterpError(
-                f"This model cannot rotate beyond its {spec.n_ctx}-token context here (its "
-                "rotary tables stop there); build it with a larger n_ctx to measure "
-                f"{length} tokens."
-            )
+    check_context_length(model, spec, layers, length, allow)
     for layer in layers:
         window = sliding_window(model, layer)
         if window is not None and window < length:
