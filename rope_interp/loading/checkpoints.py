@@ -79,6 +79,11 @@ def hooked_config(path: str | os.PathLike) -> dict[str, Any]:
         _add_rope_scaling(cfg, hf_config, arch)
     else:
         cfg = _tl_config(path)
+        # TransformerLens 3.9 leaves GPT-NeoX's base at its 10 000 default whatever the
+        # checkpoint says (transformers 5 keeps it in rope_parameters).
+        base = rope_parameters(hf_config).get("rope_theta")
+        if "rotary_base" not in cfg and base is not None:
+            cfg["rotary_base"] = float(base)
         _add_rope_scaling(cfg, hf_config, arch)
     cfg["original_architecture"] = arch
     cfg["tokenizer_name"] = None

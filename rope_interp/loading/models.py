@@ -26,7 +26,7 @@ except ImportError:  # TransformerLens >= 4: TransformerBridge only (see rope_in
     HookedTransformer = HookedTransformerConfig = None
 
 from rope_interp.errors import RopeInterpError
-from rope_interp.loading import hf_loading, model_cache
+from rope_interp.loading import hf_loading, model_cache, organisms
 from rope_interp.loading.checkpoints import (
     hf_dims,
     is_checkpoint_dir,
@@ -85,9 +85,10 @@ def load_model(
     `TransformerBridge` (the transformers model's own weights, unfolded) under 4.x.
 
     Args:
-        name: `"smollm2-135m"` (built in, offline), a path to a local `.gguf` file of a
-            Llama-family model, a local Hugging Face checkpoint directory (config.json +
-            safetensors; see `rope_interp.loading.checkpoints`), or a TransformerLens official model
+        name: `"smollm2-135m"` (built in, offline), `"organism:NAME"` (a tiny model trained
+            on a synthetic task, shipped: `loading.organisms`), a path to a local `.gguf` file
+            of a Llama-family model, a local Hugging Face checkpoint directory (config.json +
+            safetensors; see `checkpoints`), or a TransformerLens official model
             name (needs hub access).
         device: e.g. `"cpu"`, `"cuda"`; default: CUDA if available, else CPU.
         dtype: parameter dtype (`torch.float32`, `"bfloat16"`, ...).
@@ -102,6 +103,8 @@ def load_model(
     if not isinstance(n_devices, int) or n_devices < 1:
         raise RopeInterpError(f"n_devices must be a positive integer, got {n_devices!r}.")
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if name.startswith(organisms.PREFIX):  # a shipped model organism (a checkpoint folder)
+        return organisms.load_organism(name, device, dtype, n_ctx=n_ctx, n_devices=n_devices)
     bridge = HookedTransformer is None  # TransformerLens 4: the same names, as bridges
     if is_checkpoint_dir(name):
         if bridge:
@@ -147,6 +150,9 @@ def check_model_name(name: str) -> None:
         return
     if is_checkpoint_dir(name):
         check_checkpoint_dir(Path(name).expanduser())
+        return
+    if name.startswith(organisms.PREFIX):
+        organisms.check_shipped(name)
         return
     if name.lower().endswith(".gguf"):
         check_gguf_file(name)
