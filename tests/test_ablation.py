@@ -334,3 +334,12 @@ def test_shift_off_the_table_raises():
     assert attached_hooks(model) == []
     with torch.no_grad():
         assert math.isfinite(float(model(tokens).sum()))
+
+
+def test_an_intervention_refuses_the_spec_of_another_model():
+    model, twin = make_model("gqa"), make_model("gqa")
+    spec = RotarySpec.from_model(model)
+    with pytest.raises(RopeInterpError, match="not read from this model"):
+        Intervention(twin, select_band(spec, "high", k=1), "zero", spec=spec)
+    with pytest.raises(RopeInterpError, match="not read from this model"):
+        p_rope(twin, 0.5, spec=spec)

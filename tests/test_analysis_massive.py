@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
 from rope_interp.analysis.massive import dim_to_pair, massive_values
 from rope_interp.core.spec import RotarySpec
 from rope_interp.errors import RopeInterpError
-from tests.helpers import random_tokens
+from tests.helpers import make_model, random_tokens
 
 
 def test_planted_massive_dimension_maps_to_its_pair(tiny_model):
@@ -53,3 +54,23 @@ def test_dim_to_pair_inverts_spec_dims(tiny_model):
 def test_bad_top_k_is_refused(tiny_model):
     with pytest.raises(RopeInterpError, match="top_k"):
         massive_values(tiny_model, [random_tokens(tiny_model)], top_k=0, progress=False)
+
+
+def test_a_bound_spec_is_used_as_it_is_and_gives_the_same_table(tiny_model, monkeypatch):
+    tokens = random_tokens(tiny_model, batch=2, pos=12)
+    spec = RotarySpec.from_model(tiny_model)
+    read = massive_values(tiny_model, [tokens], progress=False)
+
+    def read_again(*args, **kwargs):
+        raise AssertionError("the spec was read from the model again")
+
+    monkeypatch.setattr(RotarySpec, "from_model", read_again)
+    bound = massive_values(tiny_model, [tokens], progress=False, spec=spec)
+    pd.testing.assert_frame_equal(bound, read)
+
+
+def test_a_spec_of_another_model_is_refused():
+    model, twin = make_model("gqa"), make_model("gqa")
+    tokens = random_tokens(model, batch=1, pos=8)
+    with pytest.raises(RopeInterpError, match="not read from this model"):
+        massive_values(twin, [tokens], progress=False, spec=RotarySpec.from_model(model))

@@ -195,6 +195,25 @@ def test_phase_section_sweeps_both_signs_and_follows_the_previous_token_head(tin
     assert (clean.prev, clean.self, clean.first) == pytest.approx(best, abs=1e-6)
 
 
+def test_the_report_reads_the_spec_once(monkeypatch):
+    """build_report binds the spec (and with it the backend) once; every section, analysis,
+    capture and intervention is handed it instead of reading it from the model again."""
+    reads = []
+    from_model = RotarySpec.from_model.__func__
+
+    def counted(cls, model, check_config=True):
+        reads.append(check_config)
+        return from_model(cls, model, check_config)
+
+    monkeypatch.setattr(RotarySpec, "from_model", classmethod(counted))
+    model = make_model("gqa")
+    corpus = Corpus("random tokens", random_tokens(model, batch=2, pos=24), False)
+    report = build_report(model, corpus, progress=False, n_bootstrap=20)
+    assert [s.error for s in report.sections] == [None] * len(report.sections)
+    assert len(report.sections) >= len(STANDARD_SECTIONS)
+    assert reads == [True]
+
+
 def test_a_failing_section_does_not_cost_the_report(monkeypatch, tmp_path):
     def broken(ctx):
         raise ValueError("boom")

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from rope_interp.core.pairs import rotate
-from rope_interp.core.spec import RotarySpec, first_partial_pair
+from rope_interp.core.spec import RotarySpec, first_partial_pair, spec_for
 from rope_interp.errors import RopeInterpError
 from tests.helpers import HookedTransformer, HookedTransformerConfig, hooked_only, make_model
 
@@ -185,3 +185,30 @@ def test_wavelengths_and_replace():
     )
     swapped = dataclasses.replace(spec, layout="interleaved")
     assert swapped.dims.tolist() != spec.dims.tolist()
+
+
+def test_resolve_layers_validates_sorts_and_deduplicates():
+    spec = RotarySpec.from_model(make_model("gqa"))  # 2 layers
+    assert spec.resolve_layers(None) == [0, 1]
+    assert spec.resolve_layers(1) == [1]
+    assert spec.resolve_layers([1, 0, 1]) == [0, 1]
+    with pytest.raises(RopeInterpError, match=r"layer 2 .* 0\.\.1"):
+        spec.resolve_layers([0, 2])
+    with pytest.raises(RopeInterpError, match="layers is empty"):
+        spec.resolve_layers([])
+
+
+def test_a_spec_read_from_a_model_is_bound_to_it():
+    model, twin = make_model("gqa"), make_model("gqa")
+    spec = RotarySpec.from_model(model)
+    assert spec.backend.model is model
+    assert spec_for(model, spec) is spec  # passed down: used as it is, not read again
+    assert spec_for(model).backend.model is model  # none passed: read from the model
+    # The twin has the same geometry, but its q/k are read through its own modules.
+    with pytest.raises(RopeInterpError, match="not read from this model"):
+        spec_for(twin, spec)
+    by_hand = dataclasses.replace(spec, bound=None)
+    with pytest.raises(RopeInterpError, match="built by hand"):
+        _ = by_hand.backend
+    with pytest.raises(RopeInterpError, match="not read from this model"):
+        spec_for(model, by_hand)

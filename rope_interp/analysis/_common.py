@@ -9,43 +9,38 @@ from collections.abc import Callable, Iterable, Sequence
 import torch
 from torch import Tensor
 
-from rope_interp.core.backends import backend_for
-from rope_interp.core.capturing import resolve_layers
 from rope_interp.core.pairs import expand_kv_heads, to_pairs
 from rope_interp.core.runner import run_batches
 from rope_interp.core.spec import RotarySpec
 from rope_interp.errors import RopeInterpError
 
 
-def spec_of(model) -> RotarySpec:
-    return RotarySpec.from_model(model, check_config=False)
-
-
 def rotated_pass(
     model,
+    spec: RotarySpec,
     batches: Iterable[Tensor],
     layers,
     on_layer: Callable[[int, Tensor, Tensor, Tensor, Tensor, Tensor], None],
     desc: str,
     progress: bool = True,
-) -> tuple[RotarySpec, list[int], int]:
+) -> tuple[list[int], int]:
     """For every layer and batch call `on_layer(layer, pattern, zq, zk, q_pass, k_pass)` with
     the attention pattern `[batch, head, qpos, kpos]` (float64), the *rotated* complex pairs
     zq, zk `[batch, pos, head, pair]` (complex128, keys expanded to query heads, divided by
     √attn_scale each so that Re(zq[m]·conj(zk[n])) summed over pairs plus q_pass·k_pass is the
     score `hook_attn_scores`, before the soft-cap on soft-capped models such as Gemma-2), and
     the pass-through dims `[batch, pos, head, n_pass]`. q and k are what enters the rotation
-    (after the QK-norm on QK-norm models), read where the model's backend says.
+    (after the QK-norm on QK-norm models), read where the model's backend (`spec.backend`,
+    `spec` bound to `model`) says. Returns the chosen layers and the number of tokens.
 
     Per-pair score terms are then Re(zq[m]·conj(zk[n])), exactly the terms of
     `pairs.score_contributions` (the tests check this), but sums over keys can be taken with
     cumulative sums in O(pos) instead of materialising `[qpos, kpos, pair]`. The work happens
     inside the `hook_pattern` hook, so at most one layer's tensors are alive.
     """
-    spec = spec_of(model)
-    chosen = resolve_layers(spec, layers)
+    chosen = spec.resolve_layers(layers)
     root = math.sqrt(spec.attn_scale)
-    backend = backend_for(model)
+    backend = spec.backend
 
     store: dict = {}
     hooks = []
@@ -75,7 +70,7 @@ def rotated_pass(
         hooks.append((f"blocks.{layer}.attn.hook_pattern", pattern_hook))
 
     n_tokens = run_batches(model, batches, hooks, desc, progress)
-    return spec, chosen, n_tokens
+    return chosen, n_tokens
 
 
 def _partial(fn, kind):

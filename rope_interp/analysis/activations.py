@@ -19,9 +19,8 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from rope_interp.analysis._common import spec_of
-from rope_interp.core.capturing import resolve_layers
 from rope_interp.core.runner import run_batches
+from rope_interp.core.spec import RotarySpec, spec_for
 from rope_interp.errors import RopeInterpError
 
 
@@ -95,16 +94,19 @@ def massive_activations(
     min_ratio: float = 1000.0,
     top_k: int = 8,
     progress: bool = True,
+    *,
+    spec: RotarySpec | None = None,
 ) -> MassiveActivations:
     """Massive activations of the residual stream after each layer (see the module docstring
-    for the rule). `batches`: `Int[Tensor, "batch pos"]` token batches."""
+    for the rule). `batches`: `Int[Tensor, "batch pos"]` token batches; `spec`: the model's
+    spec, bound once by the caller (default: read from `model`)."""
     if not min_value >= 0 or not min_ratio >= 0:
         raise RopeInterpError(
             f"min_value and min_ratio must be ≥ 0, got {min_value!r} and {min_ratio!r}."
         )
     if not isinstance(top_k, int) or top_k < 1:
         raise RopeInterpError(f"top_k must be a positive integer, got {top_k!r}.")
-    chosen = resolve_layers(spec_of(model), layers)
+    chosen = spec_for(model, spec).resolve_layers(layers)
     acc = {layer: _LayerAccumulator(model.cfg.d_model, top_k) for layer in chosen}
 
     seen = {"sequences": 0}

@@ -24,9 +24,7 @@ from collections.abc import Iterable
 import numpy as np
 import pandas as pd
 
-from rope_interp.analysis._common import spec_of
-from rope_interp.core.capturing import resolve_layers
-from rope_interp.core.spec import RotarySpec
+from rope_interp.core.spec import RotarySpec, spec_for
 from rope_interp.errors import RopeInterpError
 
 __all__ = ["angle_coverage", "cycle_boundaries"]
@@ -56,10 +54,10 @@ def angle_coverage(
     new_angles (unseen_angle > 0), coverage ("full": training covered the circle;
     "beyond": L reaches angles training never did; "within": L stays inside training's arc).
     """
-    spec = model_or_spec if isinstance(model_or_spec, RotarySpec) else spec_of(model_or_spec)
+    spec = model_or_spec if isinstance(model_or_spec, RotarySpec) else spec_for(model_or_spec)
     length = _check_length(length, "length")
     train = _check_length(spec.n_ctx if train_context is None else train_context, "train_context")
-    chosen = resolve_layers(spec, layers)
+    chosen = spec.resolve_layers(layers)
     theta = spec.thetas[chosen].cpu().numpy()  # [layer, pair]
     layer, pair = np.meshgrid(chosen, np.arange(spec.n_pairs), indexing="ij")
     train_max, max_angle = theta * (train - 1), theta * (length - 1)
@@ -104,7 +102,7 @@ def cycle_boundaries(
     critical_dimension (2 × first_partial_pair: rotary dims that turn a full cycle within L),
     beyond_context (L > n_ctx).
     """
-    spec = model_or_spec if isinstance(model_or_spec, RotarySpec) else spec_of(model_or_spec)
+    spec = model_or_spec if isinstance(model_or_spec, RotarySpec) else spec_for(model_or_spec)
     if lengths is None:
         top = max(2, math.ceil(math.log2(4 * spec.n_ctx)))
         lengths = sorted({2**k for k in range(1, top + 1)} | {spec.n_ctx})
@@ -112,7 +110,7 @@ def cycle_boundaries(
     if not lengths:
         raise RopeInterpError("lengths is empty: name at least one window length.")
     rows = []
-    for layer in resolve_layers(spec, layers):
+    for layer in spec.resolve_layers(layers):
         for n in lengths:
             first = spec.first_partial_pair(n, layer)
             rows.append(

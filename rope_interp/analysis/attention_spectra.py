@@ -15,11 +15,10 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from rope_interp.analysis._common import spec_of
 from rope_interp.analysis.fourier import band_energy, fft_size
 from rope_interp.analysis.statistics import correlation_test
-from rope_interp.core.capturing import resolve_layers
 from rope_interp.core.runner import run_batches
+from rope_interp.core.spec import RotarySpec, spec_for
 from rope_interp.errors import RopeInterpError
 
 WINDOWS = ("none", "hann_periodic", "hann_symmetric")
@@ -129,6 +128,8 @@ def attention_spectra(
     row_step: int = 1,
     n_fft: int | None = None,
     progress: bool = True,
+    *,
+    spec: RotarySpec | None = None,
 ) -> pd.DataFrame:
     """Spectra of attention rows over the key axis, one row per (layer, head).
 
@@ -138,10 +139,12 @@ def attention_spectra(
     (default the next power of two ≥ 2·pos). Columns: low, mid, high (band energy fractions
     of each row's power, DC excluded, averaged over rows), spectral_entropy (in bits, as the
     definition's aggregation says), attention_entropy (mean over the same rows of each row's
-    entropy, in bits: the "positional entropy"), n_rows.
+    entropy, in bits: the "positional entropy"), n_rows. `spec`: the model's spec, bound once
+    by the caller (default: read from `model`).
     """
+    spec = spec_for(model, spec)
     table = _entropy_pass(
-        model, batches, layers, [definition], min_row, row_step, n_fft, progress, single=True
+        model, spec, batches, layers, [definition], min_row, row_step, n_fft, progress, True
     )
     return table.drop(columns=["definition"])
 
@@ -155,16 +158,22 @@ def spectral_entropy_definitions(
     row_step: int = 1,
     n_fft: int | None = None,
     progress: bool = True,
+    *,
+    spec: RotarySpec | None = None,
 ) -> pd.DataFrame:
     """Spectral and attention entropy per (definition, layer, head) in one pass over the
     corpus (default definitions: `definition_grid()`). Columns: definition (its label),
     window, remove_mean, include_dc, aggregation, layer, head, low, mid, high (band energy
     fractions as in `attention_spectra`, under the definition's window and mean removal; the
-    DC bin is always excluded from them), spectral_entropy, attention_entropy, n_rows."""
+    DC bin is always excluded from them), spectral_entropy, attention_entropy, n_rows. `spec`:
+    the model's spec, bound once by the caller (default: read from `model`)."""
+    spec = spec_for(model, spec)
     definitions = list(definitions) if definitions is not None else definition_grid()
     if not definitions:
         raise RopeInterpError("Give at least one SpectralDefinition.")
-    return _entropy_pass(model, batches, layers, definitions, min_row, row_step, n_fft, progress)
+    return _entropy_pass(
+        model, spec, batches, layers, definitions, min_row, row_step, n_fft, progress
+    )
 
 
 def entropy_correlation_table(
@@ -206,6 +215,7 @@ def robustness_verdict(correlations: pd.DataFrame, alpha: float = 0.05) -> str:
 
 def _entropy_pass(
     model,
+    spec: RotarySpec,
     batches,
     layers,
     definitions: Sequence[SpectralDefinition],
@@ -219,8 +229,7 @@ def _entropy_pass(
         raise RopeInterpError(f"row_step must be ≥ 1, got {row_step}.")
     if min_row < 2:
         raise RopeInterpError(f"min_row must be ≥ 2 (a spectrum needs 2 keys), got {min_row}.")
-    spec = spec_of(model)
-    chosen = resolve_layers(spec, layers)
+    chosen = spec.resolve_layers(layers)
     variants = sorted({(d.window, d.remove_mean) for d in definitions})
     acc: dict[int, dict] = {}
 

@@ -23,7 +23,7 @@ from torch import Tensor
 
 from rope_interp.analysis._common import rotated_pass
 from rope_interp.analysis.statistics import spearman
-from rope_interp.core.spec import RotarySpec
+from rope_interp.core.spec import RotarySpec, spec_for
 from rope_interp.errors import RopeInterpError
 
 
@@ -77,14 +77,18 @@ def score_decay(
     batches: Iterable[Tensor],
     layers: int | Iterable[int] | None = None,
     progress: bool = True,
+    *,
+    spec: RotarySpec | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Mean pre-softmax attention score by distance in a trained model.
 
     Returns `(curves, heads)`: `curves` has one row per (layer, head, distance) with
     `mean_score` (scores of `hook_attn_scores`, averaged over every query m ≥ Δ and sequence);
     `heads` one row per (layer, head) with `near` (mean over Δ = 1..8), `far` (mean over the
-    last quarter of distances) and `spearman` (distance vs mean score, Δ ≥ 1).
+    last quarter of distances) and `spearman` (distance vs mean score, Δ ≥ 1). `spec`: the
+    model's spec, bound once by the caller (default: read from `model`).
     """
+    spec = spec_for(model, spec)
     sums: dict[int, Tensor] = {}
     counts: dict[int, Tensor] = {}
 
@@ -105,7 +109,7 @@ def score_decay(
         sums[layer] = sums.get(layer, 0) + per_distance
         counts[layer] = counts.get(layer, 0) + count
 
-    spec, chosen, _ = rotated_pass(model, batches, layers, on_layer, "score decay", progress)
+    chosen, _ = rotated_pass(model, spec, batches, layers, on_layer, "score decay", progress)
     curve_rows, head_rows = [], []
     for layer in chosen:
         mean = (sums[layer] / counts[layer]).cpu().numpy()  # [head, distance]

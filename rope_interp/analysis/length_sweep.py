@@ -26,9 +26,9 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from rope_interp.analysis._common import spec_of
 from rope_interp.analysis.long_context import check_context_length
 from rope_interp.core.pairs import bucket_index, distance_buckets
+from rope_interp.core.spec import RotarySpec, spec_for
 from rope_interp.errors import HooksDidNotFire, RopeInterpError
 from rope_interp.interventions.experiment import Condition
 
@@ -49,6 +49,8 @@ def length_sweep(
     per_octave: int = 1,
     batch_size: int = 1,
     allow_beyond_context: bool = False,
+    *,
+    spec: RotarySpec | None = None,
 ) -> LengthSweep:
     """Loss and attention entropy by position for the clean model and each condition.
 
@@ -57,13 +59,14 @@ def length_sweep(
         conditions: uniquely named `Condition`s (the clean model always runs, as "clean").
         per_octave: position buckets per doubling of the position.
         batch_size: windows per forward pass.
+        spec: the model's `RotarySpec` where the caller has it (read from the model if not).
 
     Returns a `LengthSweep`. `loss` columns: condition, position_lo, position_hi (inclusive),
     n_tokens, mean_loss, se_loss, delta_loss (condition − clean on the same tokens; 0 for
     clean), se_delta. `attention` columns: condition, layer, position_lo, position_hi,
     n_queries, entropy (mean over heads and queries, nats), first (mean weight on token 0).
     """
-    spec = spec_of(model)
+    spec = spec_for(model, spec)
     if not isinstance(tokens, Tensor) or tokens.ndim != 2 or tokens.shape[1] < 2:
         raise RopeInterpError("tokens must be an integer tensor [batch, pos] with pos ≥ 2.")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:

@@ -24,12 +24,10 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from rope_interp.analysis._common import spec_of
-from rope_interp.core.backends import backend_for
-from rope_interp.core.capturing import RotaryCapture, resolve_layers
+from rope_interp.core.capturing import RotaryCapture
 from rope_interp.core.pairs import distance_buckets
 from rope_interp.core.runner import run_batches
-from rope_interp.core.spec import RotarySpec
+from rope_interp.core.spec import RotarySpec, spec_for
 from rope_interp.core.tiled import TileSums, check_tile_size, tiled_sums
 from rope_interp.errors import RopeInterpError, UnsupportedModel
 
@@ -59,6 +57,8 @@ def long_context_stats(
     allow_beyond_context: bool = False,
     dtype: torch.dtype = torch.float32,
     progress: bool = False,
+    *,
+    spec: RotarySpec | None = None,
 ) -> LongContextStats:
     """Mean per-pair score terms by relative distance and weighted by attention, per (layer,
     head, pair), reduced over query × key tiles.
@@ -72,6 +72,7 @@ def long_context_stats(
         allow_beyond_context: run sequences longer than the model's context (n_ctx); only a
             host that can rotate beyond it (a bridge whose rotated hooks fire) can.
         dtype: float32 or float64 for the tile arithmetic (sums are float64).
+        spec: the model's spec, bound once by the caller (default: read from `model`).
 
     Returns `LongContextStats`:
         distance: layer, head, kv_head, bucket, distance_lo, distance_hi (the bucket's Δ range,
@@ -87,14 +88,13 @@ def long_context_stats(
             score and pass-through term over causal (query, key)), attn_score (mean over
             queries of Σ_n A·score = Σ_i attn_contribution + attn_pass), attn_pass.
     """
-    spec = spec_of(model)
-    chosen = resolve_layers(spec, layers)
+    spec = spec_for(model, spec)
+    chosen = spec.resolve_layers(layers)
     tile = check_tile_size(tile_size)
     edges = distance_buckets(_MAX_DISTANCE, per_octave)
     if dtype not in (torch.float32, torch.float64):
         raise RopeInterpError(f"dtype must be torch.float32 or torch.float64, got {dtype}.")
-    backend = backend_for(model)
-    soft_cap = backend.soft_cap()
+    soft_cap = spec.backend.soft_cap()
     if isinstance(batches, Tensor):
         batches = [batches if batches.ndim == 2 else batches[None]]
     if isinstance(batches, (list, tuple)):
@@ -115,7 +115,7 @@ def long_context_stats(
             else:
                 sums[layer] = part
 
-    cap = RotaryCapture(model, chosen, kinds=("rot_q", "rot_k"), on_capture=fold)
+    cap = RotaryCapture(model, chosen, kinds=("rot_q", "rot_k"), on_capture=fold, spec=spec)
     stop = chosen[-1] + 1
     extra = {"stop_at_layer": stop} if stop < spec.n_layers else {}
 
@@ -175,7 +175,7 @@ def check_context_length(model, spec: RotarySpec, layers, length: int, allow: bo
             f"Sequences of {length} tokens are longer than the model's context "
             f"(n_ctx={spec.n_ctx}); pass allow_beyond_context=True to measure beyond it."
         )
-    backend = backend_for(model)
+    backend = spec.backend
     if backend.name != "bridge" or not backend.rotated_hooks_fire(layers):
         raise RopeInterpError(
             f"This model cannot rotate beyond its {spec.n_ctx}-token context here (its "

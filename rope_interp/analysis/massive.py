@@ -14,10 +14,8 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from rope_interp.analysis._common import spec_of
-from rope_interp.core.backends import backend_for
-from rope_interp.core.capturing import resolve_layers
 from rope_interp.core.runner import run_batches
+from rope_interp.core.spec import RotarySpec, spec_for
 from rope_interp.errors import RopeInterpError
 
 
@@ -40,6 +38,8 @@ def massive_values(
     top_k: int = 4,
     kinds: Sequence[str] = ("q", "k", "v"),
     progress: bool = True,
+    *,
+    spec: RotarySpec | None = None,
 ) -> pd.DataFrame:
     """The `top_k` dimensions with the largest sequence norm per (kind, layer, head).
 
@@ -47,17 +47,18 @@ def massive_values(
     rotate), member, theta and wavelength of the pair (NaN for none), pair_position
     (pair / (n_pairs − 1): 0 = highest, 1 = lowest frequency), norm (mean over sequences of
     ‖x[:, d]‖₂), ratio (norm / the head's median dim norm). Heads of k and v are KV heads.
+    `spec`: the model's spec, bound once by the caller (default: read from `model`).
     """
     for kind in kinds:
         if kind not in ("q", "k", "v"):
             raise RopeInterpError(f"kinds must be among 'q', 'k', 'v'; got {kind!r}.")
-    spec = spec_of(model)
-    chosen = resolve_layers(spec, layers)
+    spec = spec_for(model, spec)
+    chosen = spec.resolve_layers(layers)
     if not 1 <= top_k <= spec.d_head:
         raise RopeInterpError(f"top_k must lie in 1..{spec.d_head}, got {top_k}.")
     acc: dict[tuple[str, int], Tensor] = {}
     seqs = {"n": 0}
-    backend = backend_for(model)
+    backend = spec.backend
 
     hooks = []
     for layer in chosen:

@@ -19,8 +19,8 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from rope_interp.analysis._common import spec_of
 from rope_interp.core.runner import run_batches
+from rope_interp.core.spec import RotarySpec, spec_for
 from rope_interp.errors import RopeInterpError
 from rope_interp.interventions.ablation import Intervention
 from rope_interp.interventions.selection import PairSelection
@@ -41,6 +41,8 @@ def phase_sweep_attention(
     phis: Sequence[float] | None = None,
     side: str = "q",
     progress: bool = True,
+    *,
+    spec: RotarySpec | None = None,
 ) -> pd.DataFrame:
     """Loss and attention destinations of `heads` ((layer, query head) pairs) under a constant
     phase φ on the `selection`'s pairs, for every φ in `phis` (default `symmetric_phis(9)`;
@@ -49,9 +51,10 @@ def phase_sweep_attention(
     One row per (phi, layer, head): loss (mean next-token loss, nats/token, over every token
     of the corpus), self, previous, first (mean attention weight on key m, m−1 and 0 over query
     positions m ≥ 2, so that the three keys are distinct), and their clean values (self_base,
-    previous_base, first_base).
+    previous_base, first_base). `spec`: the model's spec, bound once by the caller (default:
+    read from `model`).
     """
-    spec = spec_of(model)
+    spec = spec_for(model, spec)
     phis = list(symmetric_phis(9) if phis is None else phis)
     if not phis:
         raise RopeInterpError("Give at least one phase angle.")

@@ -27,8 +27,8 @@ from rope_interp.analysis._common import (
     check_offsets,
     pair_margin_rows,
     rotated_pass,
-    spec_of,
 )
+from rope_interp.core.spec import RotarySpec, spec_for
 
 
 @dataclass(frozen=True)
@@ -47,6 +47,8 @@ def positional_heads(
     layers: int | Iterable[int] | None = None,
     band_fraction: float = 0.25,
     progress: bool = True,
+    *,
+    spec: RotarySpec | None = None,
 ) -> PositionalHeads:
     """Mean attention at fixed offsets per head, joined with the head's high-frequency share and
     the per-pair decomposition of its score margin at those offsets.
@@ -55,6 +57,7 @@ def positional_heads(
         batches: token batches `Int[Tensor, "batch pos"]` (e.g. `corpus.batches(4)`).
         offsets: Δ = m − n values (0: diagonal, 1: previous token).
         band_fraction: the high / low band is the first / last fraction of pairs.
+        spec: the model's spec, bound once by the caller (default: read from `model`).
 
     Returns `PositionalHeads`:
         heads: layer, head, offset, attn (mean A[m, m−Δ]), margin (mean total margin),
@@ -66,7 +69,7 @@ def positional_heads(
             margin (mean margin_i), margin_fraction (margin_i / Σ_j |margin_j|).
     """
     offs = check_offsets(offsets)
-    spec = spec_of(model)
+    spec = spec_for(model, spec)
     acc: dict[int, dict[str, Tensor]] = {}
 
     def on_layer(layer, pattern, zq, zk, q_pass, k_pass):
@@ -103,7 +106,7 @@ def positional_heads(
         a["k_norm"] += zk.abs().sum((0, 1)).cpu()
         a["tokens"] += n_batch * n_pos
 
-    _, chosen, _ = rotated_pass(model, batches, layers, on_layer, "positional heads", progress)
+    chosen, _ = rotated_pass(model, spec, batches, layers, on_layer, "positional heads", progress)
     high, low = bands(spec.n_pairs, band_fraction)
     head_rows, pair_rows = [], []
     for layer in chosen:

@@ -20,7 +20,8 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from rope_interp.analysis._common import bands, pair_margin_rows, rotated_pass, spec_of
+from rope_interp.analysis._common import bands, pair_margin_rows, rotated_pass
+from rope_interp.core.spec import RotarySpec, spec_for
 from rope_interp.errors import RopeInterpError
 
 
@@ -39,6 +40,8 @@ def attention_sinks(
     threshold: float = 0.3,
     band_fraction: float = 0.25,
     progress: bool = True,
+    *,
+    spec: RotarySpec | None = None,
 ) -> AttentionSinks:
     """First-token attention, Gu et al.'s importance and sink flag, and the per-pair
     decomposition of the first-token score margin.
@@ -46,6 +49,7 @@ def attention_sinks(
     Args:
         batches: token batches `Int[Tensor, "batch pos"]` with pos ≥ 2.
         threshold: sink if first-token importance > threshold.
+        spec: the model's spec, bound once by the caller (default: read from `model`).
 
     Returns `AttentionSinks`:
         heads: layer, head, first_mass (mean A[m, 0] over queries m ≥ 1), importance (Gu: mean
@@ -55,7 +59,7 @@ def attention_sinks(
         pairs: layer, head, pair, theta, score (mean first-token score term of the pair over
             queries m ≥ 1), margin (mean margin_i), margin_fraction (margin_i / Σ_j |margin_j|).
     """
-    spec = spec_of(model)
+    spec = spec_for(model, spec)
     acc: dict[int, dict[str, Tensor]] = {}
 
     def on_layer(layer, pattern, zq, zk, q_pass, k_pass):
@@ -90,7 +94,7 @@ def attention_sinks(
         a["queries"] += n_batch * (n_pos - 1)
         a["sequences"] += n_batch
 
-    _, chosen, _ = rotated_pass(model, batches, layers, on_layer, "sinks", progress)
+    chosen, _ = rotated_pass(model, spec, batches, layers, on_layer, "sinks", progress)
     high, low = bands(spec.n_pairs, band_fraction)
     head_rows, pair_rows = [], []
     for layer in chosen:

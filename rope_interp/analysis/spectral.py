@@ -15,7 +15,6 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from rope_interp.analysis._common import spec_of
 from rope_interp.analysis.attention_spectra import (
     SpectralDefinition,
     attention_spectra,
@@ -32,10 +31,9 @@ from rope_interp.analysis.fourier import (
     power_spectrum,
 )
 from rope_interp.analysis.statistics import spearman
-from rope_interp.core.backends import backend_for
-from rope_interp.core.capturing import resolve_layers
 from rope_interp.core.pairs import to_pairs
 from rope_interp.core.runner import run_batches
+from rope_interp.core.spec import RotarySpec, spec_for
 from rope_interp.errors import RopeInterpError
 
 __all__ = [
@@ -48,7 +46,6 @@ __all__ = [
     "phase_alignment",
     "power_spectrum",
     "robustness_verdict",
-    "spec_of",
     "spectral_entropy_definitions",
 ]
 
@@ -59,21 +56,24 @@ def pair_spectra(
     layers: int | Iterable[int] | None = None,
     kinds: Sequence[str] = ("q", "k"),
     progress: bool = True,
+    *,
+    spec: RotarySpec | None = None,
 ) -> pd.DataFrame:
     """Spectrum over positions of each rotated pair z_i(p)·e^{ipθ_i} (from `hook_q`/`hook_k`
     and the model's phasors), averaged over sequences. One row per (kind, layer, head, pair)
     (head a KV head for k): theta, expected_freq (θ/2π), peak_freq (two-sided, signed),
     peak_share (power within ±1/pos of the expected frequency / total), matches (|peak −
-    expected| ≤ 1/pos), resolvable (expected_freq ≥ 2/pos: two cycles fit in the window)."""
-    spec = spec_of(model)
-    chosen = resolve_layers(spec, layers)
+    expected| ≤ 1/pos), resolvable (expected_freq ≥ 2/pos: two cycles fit in the window).
+    `spec`: the model's spec, bound once by the caller (default: read from `model`)."""
+    spec = spec_for(model, spec)
+    chosen = spec.resolve_layers(layers)
     acc: dict[tuple[str, int], Tensor] = {}
     freqs_ref: list[Tensor] = []
 
     hooks = []
     for layer in chosen:
         for kind in kinds:
-            point = backend_for(model).read_point(kind, layer)  # after any QK-norm
+            point = spec.backend.read_point(kind, layer)  # after any QK-norm
 
             def fn(tensor, hook, kind=kind, layer=layer, point=point):
                 z = to_pairs(point.read(tensor.detach()).double(), spec)[0]  # [b,pos,h,pair]
@@ -131,14 +131,17 @@ def mlp_spectra(
     n_peaks: int = 5,
     max_order: int = 2,
     progress: bool = True,
+    *,
+    spec: RotarySpec | None = None,
 ) -> pd.DataFrame:
     """Spectra over positions of MLP activations (`mlp.hook_post`; each neuron's sequence:
     mean removed, Hann, zero padded), averaged over neurons and sequences, per layer. One row per
     (layer, peak rank): low, mid, high (layer band energies), freq, power_share, the nearest
     harmonic of the layer's θ_i (`match_harmonics`, tolerance 1/pos), matched and chance_rate
-    (the match rate a random frequency would get)."""
-    spec = spec_of(model)
-    chosen = resolve_layers(spec, layers)
+    (the match rate a random frequency would get). `spec`: the model's spec, bound once by
+    the caller (default: read from `model`)."""
+    spec = spec_for(model, spec)
+    chosen = spec.resolve_layers(layers)
     acc: dict[int, Tensor] = {}
     meta: dict[str, object] = {}
 
@@ -173,6 +176,8 @@ def phase_alignment(
     batches: Iterable[Tensor],
     layers: int | Iterable[int] | None = None,
     progress: bool = True,
+    *,
+    spec: RotarySpec | None = None,
 ) -> pd.DataFrame:
     """Phase alignment vs MLP activation magnitude, per layer.
 
@@ -182,15 +187,16 @@ def phase_alignment(
     same way. Magnitude: mean |mlp.hook_post| at p in the same layer. One row per layer: the
     Spearman correlation over all tokens (`spearman`), the mean alignment, and the mean MLP
     magnitude in the top and bottom alignment quartiles (`mlp_top_quartile`,
-    `mlp_bottom_quartile`)."""
-    spec = spec_of(model)
-    chosen = resolve_layers(spec, layers)
+    `mlp_bottom_quartile`). `spec`: the model's spec, bound once by the caller (default: read
+    from `model`)."""
+    spec = spec_for(model, spec)
+    chosen = spec.resolve_layers(layers)
     align: dict[int, list[Tensor]] = {layer: [] for layer in chosen}
     mag: dict[int, list[Tensor]] = {layer: [] for layer in chosen}
 
     hooks = []
     for layer in chosen:
-        point = backend_for(model).read_point("q", layer)  # after any QK-norm
+        point = spec.backend.read_point("q", layer)  # after any QK-norm
 
         def q_fn(tensor, hook, layer=layer, point=point):
             z = to_pairs(point.read(tensor.detach()).double(), spec)[0]

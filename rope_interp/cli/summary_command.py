@@ -30,7 +30,7 @@ def cmd_summary(args: argparse.Namespace) -> None:
     model, corpus = loading.load_model_and_corpus(args)
     spec = RotarySpec.from_model(model)
     print(f"model: {args.model}\n{spec.summary()}\ncorpus: {corpus.describe()}")
-    stats = collect_pair_stats(model, corpus.batches(args.batch_size))
+    stats = collect_pair_stats(model, corpus.batches(args.batch_size), spec=spec)
     frame = stats.to_frame()
     context = corpus.tokens.shape[1]
     n_pairs = spec.n_pairs

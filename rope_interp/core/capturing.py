@@ -26,7 +26,7 @@ from transformer_lens.hook_points import HookPoint
 
 from rope_interp.core.backends import KINDS, backend_for, hook_name
 from rope_interp.core.runner import Hook, run_batches
-from rope_interp.core.spec import RotarySpec
+from rope_interp.core.spec import RotarySpec, spec_for
 from rope_interp.errors import HooksDidNotFire, RopeInterpError
 
 __all__ = ["KINDS", "Captured", "RotaryCapture", "capture", "from_cache", "hook_name"]
@@ -62,18 +62,6 @@ class Captured:
         return self[("rot_k", layer)]
 
 
-def resolve_layers(spec: RotarySpec, layers: int | Iterable[int] | None) -> list[int]:
-    """`None` → all layers; an int or iterable → validated, sorted, de-duplicated list."""
-    if layers is None:
-        return list(range(spec.n_layers))
-    if isinstance(layers, int):
-        layers = [layers]
-    chosen = sorted({spec.check_layer(int(layer)) for layer in layers})
-    if not chosen:
-        raise RopeInterpError("layers is empty: name at least one layer, or None for all.")
-    return chosen
-
-
 class RotaryCapture:
     """Capture rotary inputs/outputs of attention for chosen layers.
 
@@ -84,6 +72,7 @@ class RotaryCapture:
         on_capture: if given, called as `on_capture(kind, layer, tensor)` instead of storing
             (streaming use: nothing is kept).
         device: where stored tensors go (default: stay where they are).
+        spec: the model's `RotarySpec`, bound once by the caller (default: read from `model`).
 
     Attributes:
         derived: kinds read at another hook and computed from it (a bridge whose rotated hooks
@@ -97,14 +86,16 @@ class RotaryCapture:
         kinds: Sequence[str] = KINDS,
         on_capture: Callable[[str, int, Tensor], None] | None = None,
         device: str | torch.device | None = None,
+        *,
+        spec: RotarySpec | None = None,
     ):
         self.model = model
-        self.spec = RotarySpec.from_model(model, check_config=False)
-        self.layers = resolve_layers(self.spec, layers)
+        self.spec = spec_for(model, spec)
+        self.layers = self.spec.resolve_layers(layers)
         for kind in kinds:
             hook_name(kind, 0)
         self.kinds = tuple(kinds)
-        backend = backend_for(model)
+        backend = self.spec.backend
         self._points = {
             (kind, layer): backend.read_point(kind, layer)
             for layer in self.layers
@@ -196,10 +187,12 @@ def capture(
     tokens: Tensor,
     layers: int | Iterable[int] | None = None,
     kinds: Sequence[str] = KINDS,
+    *,
+    spec: RotarySpec | None = None,
     **forward_kwargs,
 ) -> Captured:
     """Run `model` on `tokens` once and return the chosen layers' q/k/rot_q/rot_k."""
-    return RotaryCapture(model, layers, kinds).run(tokens, **forward_kwargs)
+    return RotaryCapture(model, layers, kinds, spec=spec).run(tokens, **forward_kwargs)
 
 
 def from_cache(

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import math
 import weakref
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from jaxtyping import Float, Int
@@ -23,6 +25,7 @@ from torch import Tensor
 
 from rope_interp.core.backends import Layout, backend_for, expected_thetas, pair_dims
 from rope_interp.core.backends._geometry import check_thetas, theta_rtol
+from rope_interp.core.backends.base import Backend
 from rope_interp.errors import RopeInterpError
 
 __all__ = [
@@ -32,6 +35,7 @@ __all__ = [
     "expected_thetas",
     "first_partial_pair",
     "pair_dims",
+    "spec_for",
     "theta_rtol",
 ]
 
@@ -48,6 +52,9 @@ class RotarySpec:
             in the buffers' dtype and on their device); `cos + i·sin` is the phasor applied to
             pair i at position p (YaRN scales its magnitude). These, not `thetas`, are what the
             decomposition rotates by, so it matches the model's rounded rotation.
+        bound: the `Backend` of the model the spec was read from (where its true q/k are
+            read), set by `from_model`; None for a spec built by hand. Code handed the spec
+            reads q/k through `spec.backend` without asking the model again.
     """
 
     n_layers: int
@@ -62,6 +69,7 @@ class RotarySpec:
     cos: list[Tensor] = field(repr=False)
     sin: list[Tensor] = field(repr=False)
     bases: tuple[float, ...] = ()
+    bound: Backend | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         # θ is small metadata read into tables and figures: kept as float64 on the CPU whatever
@@ -76,17 +84,17 @@ class RotarySpec:
         backend = backend_for(model)
         backend.check_decomposable()
         if backend.name == "bridge":
-            return cls(**backend.geometry(check_config=check_config))
+            return cls(**backend.geometry(check_config=check_config), bound=backend)
         key = _buffer_key(model, check_config)
         cached = _SPEC_CACHE.get(model)
         if cached is not None and cached[0] == key:
             return cached[1]
-        spec = cls._read(model, check_config)
+        spec = cls._read(model, backend, check_config)
         _SPEC_CACHE[model] = (key, spec)
         return spec
 
     @classmethod
-    def _read(cls, model, check_config: bool) -> RotarySpec:
+    def _read(cls, model, backend: Backend, check_config: bool) -> RotarySpec:
         cfg = model.cfg
         rotary_dim = int(cfg.rotary_dim)
         layout: Layout = "interleaved" if cfg.rotary_adjacent_pairs else "half"
@@ -107,7 +115,7 @@ class RotarySpec:
                 None,
             )
             if shared is None:
-                cos_a, sin_a = _pair_tables(model, layer, dims, layout)
+                cos_a, sin_a = _pair_tables(backend, layer, dims, layout)
                 theta = torch.atan2(sin_a[1].double(), cos_a[1].double())
                 shared = (raw_cos, raw_sin, cos_a, sin_a, theta)
                 seen.append(shared)
@@ -133,7 +141,19 @@ class RotarySpec:
             cos=cos_tables,
             sin=sin_tables,
             bases=tuple(bases),
+            bound=backend,
         )
+
+    @property
+    def backend(self) -> Backend:
+        """The backend of the model this spec was read from (`RopeInterpError` if built by
+        hand)."""
+        if self.bound is None:
+            raise RopeInterpError(
+                "This RotarySpec was built by hand, not read from a model, so it does not know "
+                "where the model's q/k are read; use RotarySpec.from_model(model)."
+            )
+        return self.bound
 
     # ---- geometry -----------------------------------------------------------------------
     @property
@@ -206,6 +226,17 @@ class RotarySpec:
     def check_pair(self, pair: int) -> int:
         return _check_index("pair", pair, self.n_pairs)
 
+    def resolve_layers(self, layers: int | Iterable[int] | None) -> list[int]:
+        """`None` → all layers; an int or iterable → validated, sorted, de-duplicated list."""
+        if layers is None:
+            return list(range(self.n_layers))
+        if isinstance(layers, int):
+            layers = [layers]
+        chosen = sorted({self.check_layer(int(layer)) for layer in layers})
+        if not chosen:
+            raise RopeInterpError("layers is empty: name at least one layer, or None for all.")
+        return chosen
+
     def summary(self) -> str:
         bases = sorted(set(self.bases))
         return (
@@ -218,6 +249,21 @@ class RotarySpec:
 def first_partial_pair(rotary_dim: int, base: float, context: int) -> int:
     """Closed form: ⌈(rotary_dim/2)·ln(L/2π)/ln(base)⌉, the first pair with θ_i·L < 2π."""
     return math.ceil((rotary_dim / 2) * math.log(context / (2 * math.pi)) / math.log(base))
+
+
+def spec_for(model: Any, spec: RotarySpec | None = None) -> RotarySpec:
+    """The spec that code working on `model` uses: `spec` when the caller bound it once and
+    passes it down, else read from `model` (without the config check; cached per model, for
+    calls such as `capture(model, tokens)` that bring none). A spec bound to another model is
+    refused: its backend would read q/k through that model's modules."""
+    if spec is None:
+        return RotarySpec.from_model(model, check_config=False)
+    if spec.bound is None or spec.bound.model is not model:
+        raise RopeInterpError(
+            "spec= was not read from this model; pass RotarySpec.from_model(model) of the "
+            "same model object, or leave spec out."
+        )
+    return spec
 
 
 # Specs already read, per model; reused while its rotary buffers are the same tensors, unmodified.
@@ -239,9 +285,9 @@ def _buffer_key(model, check_config: bool) -> tuple:
     return (check_config, fields, tuple((b.data_ptr(), b._version, b.shape) for b in buffers))
 
 
-def _pair_tables(model, layer: int, dims: Tensor, layout: str):
+def _pair_tables(backend: Backend, layer: int, dims: Tensor, layout: str):
     """Pair-indexed `[n_ctx, n_pairs]` cos and sin of one layer, checked against the layout."""
-    cos_buf, sin_buf = backend_for(model).rotary_tables(layer)
+    cos_buf, sin_buf = backend.rotary_tables(layer)
     cos_a, sin_a = cos_buf[:, dims[:, 0]], sin_buf[:, dims[:, 0]]
     if not (
         torch.equal(cos_a, cos_buf[:, dims[:, 1]]) and torch.equal(sin_a, sin_buf[:, dims[:, 1]])

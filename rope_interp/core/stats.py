@@ -31,10 +31,10 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from rope_interp.core.capturing import RotaryCapture, resolve_layers
+from rope_interp.core.capturing import RotaryCapture
 from rope_interp.core.pair_reduction import N_FIELDS, compiled_reduce_pairs, reduce_pairs
 from rope_interp.core.runner import run_batches
-from rope_interp.core.spec import RotarySpec
+from rope_interp.core.spec import RotarySpec, spec_for
 from rope_interp.errors import RopeInterpError
 from rope_interp.utils.atomic import atomic_write
 from rope_interp.utils.files import check_regular_file, refuse_overlap, refuse_repeated
@@ -112,7 +112,7 @@ class PairStats:
         reduce_compiled: bool | None = None,
     ):
         self.spec = spec
-        self.layers = resolve_layers(spec, layers)
+        self.layers = spec.resolve_layers(layers)
         self.device = torch.device(device)
         if reduce_dtype is None:
             reduce_dtype = torch.float64 if self.device.type == "cpu" else torch.float32
@@ -423,6 +423,8 @@ def collect_pair_stats(
     stats: PairStats | None = None,
     reduce_dtype: torch.dtype | None = None,
     allow_empty: bool = False,
+    *,
+    spec: RotarySpec | None = None,
 ) -> PairStats:
     """One streaming pass: run `model` on each token batch and accumulate `PairStats`.
 
@@ -434,8 +436,9 @@ def collect_pair_stats(
         reduce_dtype: dtype of the per-batch reduction (default float64 on CPU, float32 else).
         allow_empty: return empty statistics instead of raising when there are no batches
             (a rank of a distributed run whose shard is empty).
+        spec: the model's spec, bound once by the caller (default: read from `model`).
     """
-    spec = RotarySpec.from_model(model, check_config=False)
+    spec = spec_for(model, spec)
     if stats is None:
         stats = PairStats(
             spec,
@@ -444,7 +447,7 @@ def collect_pair_stats(
             reduce_dtype=reduce_dtype,
             model_id=model_identity(model),
         )
-    cap = RotaryCapture(model, stats.layers, kinds=("q", "k"), on_capture=stats.update)
+    cap = RotaryCapture(model, stats.layers, kinds=("q", "k"), on_capture=stats.update, spec=spec)
 
     def fold(tokens: Tensor, _) -> None:
         cap.check_fired()

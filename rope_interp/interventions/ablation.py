@@ -45,11 +45,10 @@ import torch
 from torch import Tensor
 from transformer_lens.hook_points import HookPoint
 
-from rope_interp.core.backends import backend_for
 from rope_interp.core.backends.base import ReadPoint
 from rope_interp.core.capturing import Hook, hook_name
 from rope_interp.core.pairs import from_pairs, to_pairs
-from rope_interp.core.spec import RotarySpec
+from rope_interp.core.spec import RotarySpec, spec_for
 from rope_interp.errors import RopeInterpError
 from rope_interp.interventions.selection import PairSelection, band_size, select_band, select_pairs
 
@@ -74,7 +73,8 @@ class Intervention:
         delta: the position offset Δ (tokens, may be negative if positions stay ≥ 0) for
             mode="shift".
         stats: `PairStats` with the means, for mode="mean" (must cover the selected layers).
-        spec: a precomputed `RotarySpec` of `model` (optional; saves reading it again).
+        spec: the `RotarySpec` of `model`, bound once by the caller (default: read from
+            `model`); its backend says where the model's q/k are read.
     """
 
     def __init__(
@@ -93,7 +93,7 @@ class Intervention:
         if side not in SIDES:
             raise RopeInterpError(f"side must be one of {SIDES}, got {side!r}.")
         self.model = model
-        self.spec = spec or RotarySpec.from_model(model, check_config=False)
+        self.spec = spec_for(model, spec)
         expected = (self.spec.n_layers, self.spec.n_heads, self.spec.n_pairs)
         if tuple(selection.mask.shape) != expected:
             raise RopeInterpError(
@@ -108,7 +108,7 @@ class Intervention:
             raise RopeInterpError(f"phi must be a finite angle in radians, got {phi!r}.")
         if mode == "shift" and not isinstance(delta, int | np.integer):
             raise RopeInterpError(f"delta must be an integer number of positions, got {delta!r}.")
-        self.backend = backend_for(model)
+        self.backend = self.spec.backend
         self.selection = selection
         self._dim_masks: dict = {}  # (id(mask), device) → (mask, [head, d_head] dims)
         # Where hook_rot_q/k never fire (GPT-NeoX, GPT-J, boot_native bridges), the rotations
@@ -357,7 +357,7 @@ def p_rope(
     """Inference-time p-RoPE: keep the highest fraction `p` of frequencies (floor(p·n_pairs)
     pairs, with their original θ_i) and make the rest NoPE on q and k. `reverse=True` keeps the
     *lowest* fraction p instead (drops the highest 1 − p)."""
-    spec = spec or RotarySpec.from_model(model, check_config=False)
+    spec = spec_for(model, spec)
     if not 0.0 <= p <= 1.0:
         raise RopeInterpError(f"p must lie in [0, 1], got {p}.")
     kept = band_size(spec.n_pairs, None, p)
@@ -376,7 +376,7 @@ def position_shift(
     spec: RotarySpec | None = None,
 ) -> Intervention:
     """Rotate every pair as if every position were p + Δ (side="both" leaves scores unchanged)."""
-    spec = spec or RotarySpec.from_model(model, check_config=False)
+    spec = spec_for(model, spec)
     selection = select_pairs(spec, range(spec.n_pairs), layers=layers)
     label = f"all pairs, positions + {delta}"
     return Intervention(

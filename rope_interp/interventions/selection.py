@@ -21,7 +21,6 @@ import torch
 from jaxtyping import Bool
 from torch import Tensor
 
-from rope_interp.core.capturing import resolve_layers
 from rope_interp.core.spec import RotarySpec
 from rope_interp.errors import RopeInterpError
 
@@ -69,7 +68,7 @@ def _layer_head_mask(
     spec: RotarySpec, layers: int | Iterable[int] | None, heads: int | Iterable[int] | None
 ) -> Tensor:
     """`[layer, head, 1]` mask of the chosen layers and heads (None = all)."""
-    chosen_layers = resolve_layers(spec, layers)
+    chosen_layers = spec.resolve_layers(layers)
     if heads is None:
         chosen_heads = list(range(spec.n_heads))
     else:

@@ -1,10 +1,13 @@
-"""What the section builders share while one report is built: the model, corpora and cache."""
+"""What the section builders share while one report is built: the model with its spec and
+backend, bound once, the corpora and the cache."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
 
+from rope_interp.core.backends.base import Backend
+from rope_interp.core.spec import RotarySpec
 from rope_interp.core.stats import collect_pair_stats
 
 
@@ -13,6 +16,9 @@ class ReportContext:
     """What section builders share: the model, its spec, corpora and cached results.
 
     Attributes:
+        spec: the model's `RotarySpec`, read once by `build_report` and bound to the model;
+            builders pass it down (`spec=ctx.spec`) so no analysis reads it again, and its
+            `backend` says where the model's q/k are read.
         corpus: windows for the streaming statistics (usage, outliers); `analysis_corpus`
             fewer windows for the analyses that decompose every attention score (positional
             heads, sinks, spectra, massive values); `ablation_corpus` the windows for the
@@ -21,7 +27,7 @@ class ReportContext:
     """
 
     model: Any
-    spec: Any
+    spec: RotarySpec
     corpus: Any
     ablation_corpus: Any
     analysis_corpus: Any = None
@@ -32,6 +38,11 @@ class ReportContext:
     cache: dict[str, Any] = field(default_factory=dict)
 
     @property
+    def backend(self) -> Backend:
+        """The model's backend, the one the spec was read through."""
+        return self.spec.backend
+
+    @property
     def context(self) -> int:
         return int(self.corpus.tokens.shape[1])
 
@@ -39,7 +50,10 @@ class ReportContext:
         """Streaming per-pair statistics over `corpus` (computed once)."""
         if "pair_stats" not in self.cache:
             self.cache["pair_stats"] = collect_pair_stats(
-                self.model, self.corpus.batches(self.batch_size), progress=self.progress
+                self.model,
+                self.corpus.batches(self.batch_size),
+                progress=self.progress,
+                spec=self.spec,
             )
         return self.cache["pair_stats"]
 

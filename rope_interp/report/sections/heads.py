@@ -43,7 +43,7 @@ N_PERMUTATIONS = 2000
 @section("positional")
 def positional_section(ctx: ReportContext) -> Section:
     result = positional_heads(
-        ctx.model, ctx.analysis_batches(), offsets=(0, 1), progress=ctx.progress
+        ctx.model, ctx.analysis_batches(), offsets=(0, 1), progress=ctx.progress, spec=ctx.spec
     )
     heads = result.heads
     figures = []
@@ -123,7 +123,9 @@ def _positional_key(heads: pd.DataFrame, best) -> str:
 
 @section("sinks")
 def sinks_section(ctx: ReportContext) -> Section:
-    result = attention_sinks(ctx.model, ctx.analysis_batches(), progress=ctx.progress)
+    result = attention_sinks(
+        ctx.model, ctx.analysis_batches(), progress=ctx.progress, spec=ctx.spec
+    )
     heads = result.heads
     strongest = descending(heads, "first_mass").iloc[0]
     figures = [
@@ -269,8 +271,8 @@ def sink_claims(
 @section("massive")
 def massive_section(ctx: ReportContext) -> Section:
     batches = ctx.analysis_batches()
-    table = massive_values(ctx.model, batches, progress=ctx.progress)
-    activations = massive_activations(ctx.model, batches, progress=ctx.progress)
+    table = massive_values(ctx.model, batches, progress=ctx.progress, spec=ctx.spec)
+    activations = massive_activations(ctx.model, batches, progress=ctx.progress, spec=ctx.spec)
     layers = _activation_layers(activations.layers)
     by_kind = table.groupby("kind", as_index=False).agg(
         mean_pair_position=("pair_position", "mean"),

@@ -47,14 +47,13 @@ FAMILIES = {
 @section("spectra")
 def spectra_section(ctx: ReportContext) -> Section:
     batches = ctx.analysis_batches()
-    attn = attention_spectra(
-        ctx.model, batches, min_row=min(32, ctx.context), progress=ctx.progress
-    )
-    mlp = mlp_spectra(ctx.model, batches, progress=ctx.progress)
-    align = phase_alignment(ctx.model, batches, progress=ctx.progress)
+    run = dict(progress=ctx.progress, spec=ctx.spec)
+    attn = attention_spectra(ctx.model, batches, min_row=min(32, ctx.context), **run)
+    mlp = mlp_spectra(ctx.model, batches, **run)
+    align = phase_alignment(ctx.model, batches, **run)
     # The entropy claim under every reasonable definition, each with a permutation p-value.
     definitions = spectral_entropy_definitions(
-        ctx.model, batches, min_row=min(32, ctx.context), row_step=4, progress=ctx.progress
+        ctx.model, batches, min_row=min(32, ctx.context), row_step=4, **run
     )
     robust = entropy_correlation_table(definitions, n_permutations=N_PERMUTATIONS)
     entropy = entropy_claim(robust)
