@@ -22,7 +22,7 @@ import torch
 
 from rope_interp.core.spec import RotarySpec
 from rope_interp.interventions.ablation import Intervention
-from rope_interp.interventions.experiment import Condition, run_experiment
+from rope_interp.interventions.experiment import Condition, RunSettings, run_experiment
 from rope_interp.interventions.selection import select_band
 from rope_interp.loading.data import load_corpus
 from rope_interp.loading.models import load_model
@@ -76,10 +76,8 @@ def gpu_ratios(shape: str, dtype, batch: int, seq_len: int, repeats: int):
         torch.cuda.synchronize()
 
     def runner(out_dir=None):
-        run_experiment(
-            model, conditions, tokens, out_dir=out_dir, batch_size=batch,
-            attention=False, progress=False, n_boot=100,
-        )  # fmt: skip
+        settings = RunSettings(batch_size=batch, attention=False, progress=False, n_boot=100)
+        run_experiment(model, conditions, tokens, out_dir=out_dir, settings=settings)
         torch.cuda.synchronize()
 
     forward(), runner()  # warm-up
@@ -143,11 +141,13 @@ def main() -> None:
                 model,
                 conditions,
                 corpus,
-                batch_size=args.batch_size,
-                attention=not args.no_attention,
-                reuse_prefix=reuse,
-                fast_unembed=fast,
-                progress=False,
+                settings=RunSettings(
+                    batch_size=args.batch_size,
+                    attention=not args.no_attention,
+                    reuse_prefix=reuse,
+                    fast_unembed=fast,
+                    progress=False,
+                ),
             )
             times[mode].append(time.perf_counter() - start)
             cpu[mode].append(time.process_time() - start_cpu)

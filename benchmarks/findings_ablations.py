@@ -18,7 +18,7 @@ import torch
 from rope_interp.core.spec import RotarySpec
 from rope_interp.core.stats import collect_pair_stats
 from rope_interp.interventions.ablation import Intervention, p_rope, position_shift
-from rope_interp.interventions.experiment import Condition, run_experiment
+from rope_interp.interventions.experiment import Condition, RunSettings, run_experiment
 from rope_interp.interventions.selection import (
     PairSelection,
     select_band,
@@ -207,7 +207,11 @@ def main() -> None:
         + outliers
     )
     result = run_experiment(
-        model, conditions, corpus, out_dir=args.out, batch_size=args.batch_size, seed=0
+        model,
+        conditions,
+        corpus,
+        out_dir=args.out,
+        settings=RunSettings(batch_size=args.batch_size, seed=0),
     )
     top = positional_heads(result.heads)
     table = per_condition(result.summary, result.heads, top)

@@ -21,7 +21,7 @@ import torch
 from rope_interp.core.spec import RotarySpec
 from rope_interp.interventions.conditions import standard_conditions
 from rope_interp.interventions.contrasts import band_contrasts, control_distribution
-from rope_interp.interventions.experiment import ExperimentResult, run_experiment
+from rope_interp.interventions.experiment import ExperimentResult, RunSettings, run_experiment
 from rope_interp.loading.data import load_corpus
 from rope_interp.loading.models import load_model
 
@@ -53,9 +53,7 @@ def main() -> None:
         conditions,
         corpus,
         out_dir=args.out,
-        batch_size=args.batch_size,
-        attention=False,
-        seed=0,
+        settings=RunSettings(batch_size=args.batch_size, attention=False, seed=0),
     )
     print(f"{spec.summary()}\n{corpus.describe()}; {len(conditions)} conditions")
     sizes = sorted({n for n in (8, 16, 32, 64, args.windows) if n <= args.windows})

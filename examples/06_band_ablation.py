@@ -19,7 +19,7 @@ from _common import load, parser, save  # noqa: E402
 
 from rope_interp.core.spec import RotarySpec  # noqa: E402
 from rope_interp.interventions.ablation import Intervention  # noqa: E402
-from rope_interp.interventions.experiment import Condition, run_experiment  # noqa: E402
+from rope_interp.interventions.experiment import Condition, RunSettings, run_experiment  # noqa: E402
 from rope_interp.interventions.selection import select_band, select_random  # noqa: E402
 from rope_interp.plots.ablation import delta_loss_bars, head_metric_heatmap  # noqa: E402
 
@@ -45,7 +45,9 @@ def run(
         )
         for i in range(n_random)
     ]
-    result = run_experiment(model, conditions, corpus, n_boot=n_boot, progress=progress)
+    result = run_experiment(
+        model, conditions, corpus, settings=RunSettings(n_boot=n_boot, progress=progress)
+    )
     figures = {
         "bands_delta_loss": delta_loss_bars(result.summary, "Δloss: zero high vs low vs random"),
         "bands_prev_change_high": head_metric_heatmap(

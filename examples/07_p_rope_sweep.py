@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import load, parser, save  # noqa: E402
 
 from rope_interp.interventions.ablation import p_rope  # noqa: E402
-from rope_interp.interventions.experiment import Condition, run_experiment  # noqa: E402
+from rope_interp.interventions.experiment import Condition, RunSettings, run_experiment  # noqa: E402
 from rope_interp.plots.ablation import delta_loss_curves  # noqa: E402
 
 
@@ -39,7 +39,10 @@ def run(
                 )
             )
     result = run_experiment(
-        model, conditions, corpus, n_boot=n_boot, attention=False, progress=progress
+        model,
+        conditions,
+        corpus,
+        settings=RunSettings(n_boot=n_boot, attention=False, progress=progress),
     )
     figure = delta_loss_curves(
         result.summary,

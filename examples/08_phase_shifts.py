@@ -19,7 +19,7 @@ from _common import load, parser, save  # noqa: E402
 
 from rope_interp.core.spec import RotarySpec  # noqa: E402
 from rope_interp.interventions.ablation import Intervention, position_shift  # noqa: E402
-from rope_interp.interventions.experiment import Condition, run_experiment  # noqa: E402
+from rope_interp.interventions.experiment import Condition, RunSettings, run_experiment  # noqa: E402
 from rope_interp.interventions.selection import select_band  # noqa: E402
 from rope_interp.plots.ablation import phase_sweep_curves  # noqa: E402
 
@@ -40,7 +40,9 @@ def run(model, corpus, fraction: float = 0.25, n_boot: int = 1000, progress: boo
                     params={"band": band, "phi": phi},
                 )
             )
-    result = run_experiment(model, conditions, corpus, n_boot=n_boot, progress=progress)
+    result = run_experiment(
+        model, conditions, corpus, settings=RunSettings(n_boot=n_boot, progress=progress)
+    )
     heads = result.heads.assign(
         d_entropy=lambda f: f.entropy - f.entropy_base,
         d_max_weight=lambda f: f.max_weight - f.max_weight_base,

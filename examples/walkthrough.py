@@ -95,5 +95,7 @@ conditions = [
     ri.Condition("high 2", ri.Intervention(model, high, mode="zero")),
     ri.Condition("random 2", ri.Intervention(model, random_pairs, mode="zero")),
 ]
-result = ri.run_experiment(model, conditions, tokens, batch_size=4, n_boot=200, progress=False)
+result = ri.run_experiment(
+    model, conditions, tokens, settings=ri.RunSettings(batch_size=4, n_boot=200, progress=False)
+)
 print(result.summary[["condition", "delta_loss", "ci_low", "ci_high"]].to_string())

@@ -57,6 +57,7 @@ _EXPORTS = {
     "p_rope": "rope_interp.interventions.ablation",
     "position_shift": "rope_interp.interventions.ablation",
     "Condition": "rope_interp.interventions.experiment",
+    "RunSettings": "rope_interp.interventions.experiment",
     "ExperimentResult": "rope_interp.interventions.results",
     "run_experiment": "rope_interp.interventions.experiment",
     # the report
@@ -80,6 +81,7 @@ __all__ = [
     "RopeInterpError",
     "RotaryCapture",
     "RotarySpec",
+    "RunSettings",
     "UnsupportedModel",
     "angle_coverage",
     "build_report",
@@ -137,7 +139,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from rope_interp.core.stats import PairStats, collect_pair_stats
     from rope_interp.errors import HooksDidNotFire, RopeInterpError, UnsupportedModel
     from rope_interp.interventions.ablation import Intervention, p_rope, position_shift
-    from rope_interp.interventions.experiment import Condition, run_experiment
+    from rope_interp.interventions.experiment import Condition, RunSettings, run_experiment
     from rope_interp.interventions.results import ExperimentResult
     from rope_interp.interventions.selection import (
         PairSelection,

@@ -54,15 +54,15 @@ def tiny(monkeypatch):
 
     model = make_model("gqa")
 
-    def load(args):
-        n_windows = max(1, args.tokens // args.seq_len)
-        tokens = random_tokens(model, batch=n_windows, pos=args.seq_len, seed=args.seed)
+    def load(settings, device):
+        n_windows = max(1, settings.tokens // settings.seq_len)
+        tokens = random_tokens(model, batch=n_windows, pos=settings.seq_len, seed=settings.seed)
         return model, Corpus("random tokens", tokens, prepend_bos=False)
 
-    def load_model(args, device):
+    def load_model(settings, device):
         model.tokenizer = small_word_tokenizer(embedded_texts(), model.cfg.d_vocab)
         return model
 
     monkeypatch.setattr(loading, "load_model_and_corpus", load)
-    monkeypatch.setattr(loading, "load_model_from_args", load_model)
+    monkeypatch.setattr(loading, "load_model_from_settings", load_model)
     return model

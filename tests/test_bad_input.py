@@ -849,20 +849,24 @@ def _record_damage():
 def test_damaged_run_record_is_recomputed_with_one_note(tmp_path, capsys, damage):
     import pandas as pd
 
-    from rope_interp.interventions.experiment import Condition, run_experiment
+    from rope_interp.interventions.experiment import Condition, RunSettings, run_experiment
     from tests.helpers import random_tokens
 
     model = make_model("half_full")
     band = select_band(RotarySpec.from_model(model), "high", k=1)
     condition = Condition("zero high 1", Intervention(model, band))
     tokens = random_tokens(model, batch=4, pos=8)
-    first = run_experiment(model, [condition], tokens, out_dir=tmp_path, progress=False)
+    first = run_experiment(
+        model, [condition], tokens, out_dir=tmp_path, settings=RunSettings(progress=False)
+    )
     (path,) = (tmp_path / "conditions").glob("*.json")
     record = json.loads(path.read_text())
     _record_damage()[damage](record)
     path.write_text(json.dumps(record))
     capsys.readouterr()
-    again = run_experiment(model, [condition], tokens, out_dir=tmp_path, progress=False)
+    again = run_experiment(
+        model, [condition], tokens, out_dir=tmp_path, settings=RunSettings(progress=False)
+    )
     (note,) = capsys.readouterr().err.strip().splitlines()
     assert again.skipped == [] and "recomputing" in note
     pd.testing.assert_frame_equal(again.summary, first.summary)

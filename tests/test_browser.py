@@ -139,13 +139,14 @@ def check_in_browser(
 
 @pytest.mark.skipif(find_chromium() is None, reason="Chromium is not installed")
 def test_report_renders_in_chromium(tmp_path):
+    from rope_interp.interventions.experiment import RunSettings
     from rope_interp.loading.data import Corpus
     from rope_interp.report import build_report
     from tests.helpers import make_model, random_tokens
 
     model = make_model("gqa")
     corpus = Corpus("random tokens", random_tokens(model, batch=4, pos=32), False)
-    report = build_report(model, corpus, progress=False, n_bootstrap=50)
+    report = build_report(model, corpus, settings=RunSettings(progress=False, n_boot=50))
     path = report.write(tmp_path / "report.html")
     found = check_in_browser(path, screenshot=tmp_path / "report.png")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -189,3 +190,122 @@ def test_report_writes_every_figure_as_png(tiny, tmp_path, capsys):
     n_figures = int(out.split(" figures)")[0].rsplit(", ", 1)[-1])  # "..., N figures) in ..."
     assert len(pngs) == n_figures >= 2 and f"wrote {n_figures} PNG figures" in out
     assert png_size(pngs[0]) == (1800, 1120)  # 900×560 CSS pixels at scale 2
+
+
+# ---- one checked settings object per command, handed whole to the command ----------------------
+SETTINGS_CASES = {
+    "report": (["report", "--out", "r.html", "--batch-size", "3", "--bootstrap", "40",
+                "--seed", "5", "--quiet", "--sections", "usage,geometry"], "ReportSettings"),
+    "ablate": (["ablate", "--out", "a.csv", "--sweep", "band", "--no-attention", "--seed", "5",
+                "--batch-size", "3", "--bootstrap", "40", "--phi=-pi/2"], "AblateSettings"),
+    "stats": (["stats", "--out", "s.safetensors", "--tokens", "50k", "--shard", "1/4"],
+              "StatsSettings"),
+    "summary": (["summary", "--quiet"], "SummarySettings"),
+    "merge": (["merge", "--out", "m.safetensors", "a.safetensors", "b.safetensors"],
+              "MergeSettings"),
+}  # fmt: skip
+
+
+def _fields(value):
+    """Every value inside a settings object, nested settings objects opened."""
+    import dataclasses
+
+    for field in dataclasses.fields(value):
+        inner = getattr(value, field.name)
+        yield inner
+        if dataclasses.is_dataclass(inner):
+            yield from _fields(inner)
+
+
+@pytest.mark.parametrize("command", sorted(SETTINGS_CASES))
+def test_each_command_gets_one_frozen_settings_object(command, tmp_path, monkeypatch):
+    import argparse
+    import dataclasses
+    import math
+
+    from rope_interp.interventions.experiment import RunSettings
+
+    monkeypatch.chdir(tmp_path)
+    argv, kind = SETTINGS_CASES[command]
+    args = cli.build_parser().parse_args(argv)
+    settings = cli.validate_args(args)
+    assert type(settings).__name__ == kind
+    assert not any(isinstance(v, argparse.Namespace) for v in _fields(settings))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.out = "elsewhere"
+    if command == "report":
+        assert settings.sections == ("usage", "geometry")
+        assert settings.run_settings() == RunSettings(
+            batch_size=3, n_boot=40, seed=5, progress=False
+        )
+    if command == "ablate":
+        assert settings.groups == ("band",) and settings.phases == (-math.pi / 2,)
+        assert settings.run_settings(progress=True) == RunSettings(
+            batch_size=3, n_boot=40, seed=5, attention=False, progress=True
+        )
+        assert settings.runs == Path("a.runs") and settings.heads_out == Path("a_heads.csv")
+    if command == "stats":
+        assert settings.model.tokens == 50_000 and settings.shard == (1, 4)
+    if command == "merge":
+        assert [p.name for p in settings.inputs] == ["a.safetensors", "b.safetensors"]
+
+
+def test_loading_gets_the_settings_and_device_and_dtype_are_checked_once(monkeypatch, capsys):
+    """`summary` end to end through the real loading code (a tiny model in place of the
+    weights): the loader receives the checked `ModelSettings`, `--device`/`--dtype` are
+    checked once, and `--quiet` silences progress as on every other command."""
+    from rope_interp.cli import loading, options
+    from rope_interp.loading import models
+    from rope_interp.loading.data import embedded_texts
+    from tests.helpers import make_model, small_word_tokenizer
+
+    model = make_model("gqa")
+    model.tokenizer = small_word_tokenizer(embedded_texts(), model.cfg.d_vocab)
+    asked: list = []
+    monkeypatch.setattr(models, "load_model", lambda name, **kw: asked.append(kw) or model)
+    checks: list = []
+    check = options.check_device_and_dtype
+    monkeypatch.setattr(options, "check_device_and_dtype", lambda *a: checks.append(a) or check(*a))
+    given: list = []
+    load = loading.load_model_and_corpus
+    monkeypatch.setattr(
+        loading, "load_model_and_corpus", lambda s, d: given.append(s) or load(s, d)
+    )
+    argv = ["summary", "--tokens", "64", "--seq-len", "16", "--device", "cpu", "--quiet"]
+    assert cli.main(argv) == 0
+    assert [type(s).__name__ for s in given] == ["ModelSettings"]
+    assert checks == [("cpu", "float32")]
+    assert asked == [{"device": "cpu", "dtype": "float32", "n_ctx": None, "n_devices": 1}]
+    captured = capsys.readouterr()
+    assert captured.err == "" and "tokens in" in captured.out
+
+
+@pytest.mark.parametrize(
+    ("extra", "keywords"),
+    [
+        (["--fraction", "0.9"], {"fraction": 0.9}),
+        (["--fraction", "0"], {"fraction": 0.0}),
+        (["--sweep", "band,bands"], {"groups": ("band", "bands")}),
+        (["--random-controls", "10001"], {"n_random": 10001}),
+        (["--random-controls", "-1"], {"n_random": -1}),
+    ],
+)
+def test_ablation_options_follow_the_library_s_one_rule(extra, keywords, tmp_path, monkeypatch,
+                                                         capsys):  # fmt: skip
+    """`ablate` refuses exactly what `standard_conditions` refuses, in the same words with the
+    option's name: the rule is written once."""
+    from rope_interp.core.spec import RotarySpec
+    from rope_interp.errors import RopeInterpError
+    from rope_interp.interventions.conditions import standard_conditions
+    from tests.helpers import make_model
+
+    model = make_model("gqa")
+    with pytest.raises(RopeInterpError) as raised:
+        standard_conditions(model, RotarySpec.from_model(model), **keywords)
+    names = {"groups": "--sweep", "fraction": "--fraction", "n_random": "--random-controls"}
+    (name,) = keywords
+    expected = str(raised.value).replace(name, names[name])
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["ablate", "--out", "a.csv", *extra]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line == f"rope-interp: error: {expected}"

@@ -230,12 +230,12 @@ def tiny_cli(monkeypatch):
     loaded: list = []
     load_corpus_of = loading.load_model_and_corpus
 
-    def record(args):
-        result = load_corpus_of(args)
+    def record(settings, device):
+        result = load_corpus_of(settings, device)
         loaded.append(result[1])
         return result
 
-    monkeypatch.setattr(loading, "load_model_from_args", lambda args, device: model)
+    monkeypatch.setattr(loading, "load_model_from_settings", lambda settings, device: model)
     monkeypatch.setattr(loading, "load_model_and_corpus", record)
     return loaded
 

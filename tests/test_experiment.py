@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
 from rope_interp.core.spec import RotarySpec
 from rope_interp.errors import RopeInterpError
 from rope_interp.interventions.ablation import Intervention, attached_hooks, p_rope
-from rope_interp.interventions.experiment import Condition, run_experiment
+from rope_interp.interventions.experiment import Condition, RunSettings, run_experiment
 from rope_interp.interventions.measures import attention_kl, row_metrics, sequence_losses
 from rope_interp.interventions.results import bootstrap_ci
 from rope_interp.interventions.selection import select_band, select_pairs
@@ -30,7 +31,10 @@ def test_tables_and_clean_control(tiny_model):
     with torch.no_grad():
         before = tiny_model(tokens)
     result = run_experiment(
-        tiny_model, _conditions(tiny_model), tokens, batch_size=4, progress=False
+        tiny_model,
+        _conditions(tiny_model),
+        tokens,
+        settings=RunSettings(batch_size=4, progress=False),
     )
     summary, heads = result.summary.set_index("condition"), result.heads
     assert list(summary.index) == ["clean", "high 1", "p=0.5 layer 1"]
@@ -59,8 +63,10 @@ def test_prefix_reuse_equals_full_forwards(tiny_model):
             "identity hook at layer 1", hooks=[("blocks.1.hook_resid_pre", lambda x, hook: x)]
         )
     ]
-    fast = run_experiment(tiny_model, conditions, tokens, progress=False)
-    slow = run_experiment(tiny_model, conditions, tokens, reuse_prefix=False, progress=False)
+    fast = run_experiment(tiny_model, conditions, tokens, settings=RunSettings(progress=False))
+    slow = run_experiment(
+        tiny_model, conditions, tokens, settings=RunSettings(reuse_prefix=False, progress=False)
+    )
     np.testing.assert_allclose(fast.summary.delta_loss, slow.summary.delta_loss, atol=1e-6)
     for metric in ("kl", "diag", "prev", "first", "entropy", "max_weight"):
         np.testing.assert_allclose(fast.heads[metric], slow.heads[metric], atol=1e-5)
@@ -71,7 +77,11 @@ def test_prefix_reuse_equals_full_forwards(tiny_model):
 def test_resume_skips_finished_conditions(tmp_path, tiny_model):
     tokens = random_tokens(tiny_model, batch=4, pos=12)
     first = run_experiment(
-        tiny_model, _conditions(tiny_model), tokens, out_dir=tmp_path, progress=False
+        tiny_model,
+        _conditions(tiny_model),
+        tokens,
+        out_dir=tmp_path,
+        settings=RunSettings(progress=False),
     )
     assert first.skipped == []
     assert (tmp_path / "summary.csv").is_file() and (tmp_path / "heads.csv").is_file()
@@ -83,15 +93,25 @@ def test_resume_skips_finished_conditions(tmp_path, tiny_model):
     conditions = _conditions(tiny_model)
     conditions[1].hooks.append(("blocks.0.hook_resid_pre", explode))  # changes its key: re-run
     with pytest.raises(AssertionError):
-        run_experiment(tiny_model, conditions, tokens, out_dir=tmp_path, progress=False)
+        run_experiment(
+            tiny_model, conditions, tokens, out_dir=tmp_path, settings=RunSettings(progress=False)
+        )
     again = run_experiment(
-        tiny_model, _conditions(tiny_model), tokens, out_dir=tmp_path, progress=False
+        tiny_model,
+        _conditions(tiny_model),
+        tokens,
+        out_dir=tmp_path,
+        settings=RunSettings(progress=False),
     )
     assert again.skipped == ["clean", "high 1", "p=0.5 layer 1"]
     assert again.summary.equals(first.summary)
     # different tokens → nothing is reused
     other = run_experiment(
-        tiny_model, _conditions(tiny_model), tokens.flip(1), out_dir=tmp_path, progress=False
+        tiny_model,
+        _conditions(tiny_model),
+        tokens.flip(1),
+        out_dir=tmp_path,
+        settings=RunSettings(progress=False),
     )
     assert other.skipped == []
 
@@ -111,14 +131,22 @@ def test_interrupted_experiment_leaves_model_untouched(tmp_path, tiny_model):
     conditions.append(Condition("fails", hooks=[("blocks.1.attn.hook_q", fail_late)]))
     with pytest.raises(RuntimeError, match="interrupted"):
         run_experiment(
-            tiny_model, conditions, tokens, out_dir=tmp_path, batch_size=2, progress=False
+            tiny_model,
+            conditions,
+            tokens,
+            out_dir=tmp_path,
+            settings=RunSettings(batch_size=2, progress=False),
         )
     assert attached_hooks(tiny_model) == []
     with torch.no_grad():
         assert torch.equal(tiny_model(tokens), before)
     # the conditions that finished before the failure are on disk and are skipped next time
     done = run_experiment(
-        tiny_model, _conditions(tiny_model), tokens, out_dir=tmp_path, batch_size=2, progress=False
+        tiny_model,
+        _conditions(tiny_model),
+        tokens,
+        out_dir=tmp_path,
+        settings=RunSettings(batch_size=2, progress=False),
     )
     assert done.skipped == ["clean", "high 1", "p=0.5 layer 1"]
 
@@ -127,9 +155,11 @@ def test_bad_input():
     model = make_model("half_full")
     tokens = random_tokens(model)
     with pytest.raises(RopeInterpError, match="unique"):
-        run_experiment(model, [Condition("a"), Condition("a")], tokens, progress=False)
+        run_experiment(
+            model, [Condition("a"), Condition("a")], tokens, settings=RunSettings(progress=False)
+        )
     with pytest.raises(RopeInterpError, match="integer tensor"):
-        run_experiment(model, [Condition("a")], tokens[0], progress=False)
+        run_experiment(model, [Condition("a")], tokens[0], settings=RunSettings(progress=False))
 
 
 def test_metric_maths():
@@ -160,7 +190,7 @@ def test_real_model_resume_from_layer_and_reversibility(real_model):
         before = real_model(tokens)
     sel = select_pairs(spec, range(4), layers=20)
     conditions = [Condition("zero 0-3 @20", Intervention(real_model, sel, spec=spec))]
-    result = run_experiment(real_model, conditions, tokens, progress=False)
+    result = run_experiment(real_model, conditions, tokens, settings=RunSettings(progress=False))
     row = result.summary.iloc[0]
     assert row.first_layer == 20 and row.delta_loss != 0
     heads = result.heads
@@ -186,7 +216,9 @@ def test_plots_from_tables():
         for end in ("high", "low")
         for k in (1, 2)
     ]
-    result = run_experiment(model, conditions, random_tokens(model, batch=3), progress=False)
+    result = run_experiment(
+        model, conditions, random_tokens(model, batch=3), settings=RunSettings(progress=False)
+    )
     assert isinstance(delta_loss_bars(result.summary), go.Figure)
     fig = delta_loss_curves(result.summary, x="k", group="band")
     assert len(fig.data) == 2
@@ -242,7 +274,7 @@ def test_notebook_view_is_a_compact_escaped_summary():
         Condition("clean & control"),
     ]
     result = run_experiment(model, conditions, random_tokens(model, batch=4, pos=8),
-                            n_boot=50, progress=False)  # fmt: skip
+                            settings=RunSettings(n_boot=50, progress=False))  # fmt: skip
     page = result._repr_html_()
     assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert "<i>model</i>" not in page and "tiny &lt;i&gt;model&lt;/i&gt;" in page
@@ -252,3 +284,49 @@ def test_notebook_view_is_a_compact_escaped_summary():
     assert f"{row.delta_loss:+.4f}" in page
     assert f"[{row.ci_low:+.4f}, {row.ci_high:+.4f}]" in page
     assert page.count("<tr>") == 3  # header and one row per condition
+
+
+# ---- RunSettings: one checked object; the older keyword arguments, deprecated -----------------
+def test_run_settings_are_checked_when_made_and_frozen():
+    import dataclasses
+
+    for bad, match in (
+        ({"batch_size": 0}, "batch_size must be a positive integer"),
+        ({"n_boot": -3}, "n_boot must be a positive integer"),
+        ({"pattern_dtype": torch.int64}, "pattern_dtype must be a floating dtype"),
+        ({"checkpoint_seconds": -1.0}, "checkpoint_seconds must be a number ≥ 0"),
+    ):
+        with pytest.raises(RopeInterpError, match=match):
+            RunSettings(**bad)
+    settings = RunSettings(batch_size=2)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.batch_size = 0
+
+
+def test_keyword_arguments_warn_once_give_the_same_numbers_and_never_mix(monkeypatch):
+    import warnings
+
+    from rope_interp.interventions import experiment
+
+    monkeypatch.setattr(experiment, "_WARNED", set())
+    model = make_model("half_full")
+    tokens = random_tokens(model, batch=4, pos=8)
+    conditions = _conditions(model)
+    settings = RunSettings(batch_size=2, n_boot=30, seed=3, progress=False)
+    with pytest.warns(DeprecationWarning, match=r"settings=RunSettings\(\.\.\.\)"):
+        old = run_experiment(model, conditions, tokens, batch_size=2, n_boot=30, seed=3,
+                             progress=False)  # fmt: skip
+    new = run_experiment(model, conditions, tokens, settings=settings)
+    pd.testing.assert_frame_equal(old.summary, new.summary)  # the same run, CIs included
+    with warnings.catch_warnings(record=True) as again:
+        warnings.simplefilter("always")
+        run_experiment(model, conditions, tokens, n_boot=30, progress=False)
+    assert not [w for w in again if issubclass(w.category, DeprecationWarning)]  # told once
+    with pytest.raises(RopeInterpError, match="not both"):
+        run_experiment(model, conditions, tokens, settings=settings, batch_size=4)
+    with pytest.raises(RopeInterpError, match="not both"):  # even when they would agree
+        run_experiment(model, conditions, tokens, settings=settings, progress=False)
+    with pytest.raises(TypeError, match="n_bootstrap"):
+        run_experiment(model, conditions, tokens, n_bootstrap=30)
+    with pytest.raises(RopeInterpError, match="batch_size must be a positive integer"):
+        run_experiment(model, conditions, tokens, batch_size=0)  # the old path is checked too

@@ -48,9 +48,9 @@ def _negate_resid(x, hook):
     return -x
 
 
-def _run(model, conditions, tokens, out, **kw):
-    kw.setdefault("progress", False)
-    return run_experiment(model, conditions, tokens, out_dir=out, **kw)
+def _run(model, conditions, tokens, out, **fields):
+    settings = RunSettings(**{"progress": False, **fields})
+    return run_experiment(model, conditions, tokens, out_dir=out, settings=settings)
 
 
 def test_bootstrap_change_recomputes_with_a_note(tmp_path, model, capsys):
@@ -63,7 +63,9 @@ def test_bootstrap_change_recomputes_with_a_note(tmp_path, model, capsys):
     err = capsys.readouterr().err
     assert fewer.skipped == []
     assert err.count("\n") == 1 and "n_boot 200 → 10" in err and "recomputing" in err
-    fresh = run_experiment(model, [_band(model)], tokens, n_boot=10, progress=False)
+    fresh = run_experiment(
+        model, [_band(model)], tokens, settings=RunSettings(n_boot=10, progress=False)
+    )
     pd.testing.assert_frame_equal(fewer.summary, fresh.summary)
     assert fewer.summary.ci_low[0] != first.summary.ci_low[0]
     other_seed = _run(model, [_band(model)], tokens, tmp_path, n_boot=10, seed=1)
@@ -78,7 +80,7 @@ def test_other_hook_function_under_the_same_name_recomputes(tmp_path, model, cap
     capsys.readouterr()
     stale = _run(model, [negated], tokens, tmp_path)
     assert stale.skipped == [] and "hook code changed" in capsys.readouterr().err
-    truth = run_experiment(model, [negated], tokens, progress=False)
+    truth = run_experiment(model, [negated], tokens, settings=RunSettings(progress=False))
     assert stale.summary.delta_loss[0] == truth.summary.delta_loss[0]
 
     # a closure is keyed by the values it closes over, too
@@ -118,7 +120,7 @@ def test_in_place_weight_edit_recomputes(tmp_path, model, capsys):
     capsys.readouterr()
     edited = _run(model, [_band(model)], tokens, tmp_path)
     assert edited.skipped == [] and "weights changed" in capsys.readouterr().err
-    truth = run_experiment(model, [_band(model)], tokens, progress=False)
+    truth = run_experiment(model, [_band(model)], tokens, settings=RunSettings(progress=False))
     assert edited.summary.delta_loss[0] == truth.summary.delta_loss[0]
     assert edited.summary.loss_base[0] != first.summary.loss_base[0]
 
@@ -176,7 +178,10 @@ def test_clean_patterns_are_held_for_one_batch_only(model, monkeypatch):
     spec = RotarySpec.from_model(model)
     late = Condition("late", Intervention(model, select_band(spec, "high", k=1, layers=[1])))
     run_experiment(
-        model, [late], random_tokens(model, batch=8, pos=8), batch_size=2, progress=False
+        model,
+        [late],
+        random_tokens(model, batch=8, pos=8),
+        settings=RunSettings(batch_size=2, progress=False),
     )
     assert len(alive) == 4 and all(alive)
     gc.collect()
@@ -208,7 +213,10 @@ def test_paired_contrasts_and_control_distribution(model):
     spec = RotarySpec.from_model(model)
     conditions = standard_conditions(model, spec, groups=("band",), n_random=5)
     result = run_experiment(
-        model, conditions, random_tokens(model, batch=6, pos=12), progress=False
+        model,
+        conditions,
+        random_tokens(model, batch=6, pos=12),
+        settings=RunSettings(progress=False),
     )
     summary = result.summary.set_index("condition")
     high, low = "zero high 1", "zero low 1"
@@ -291,7 +299,7 @@ def test_weights_are_hashed_only_where_a_result_can_be_reused(model, monkeypatch
 
     monkeypatch.setattr(fingerprint, "_update_tensor", counting)
     tokens = random_tokens(model, batch=2, pos=8)
-    run_experiment(model, [_band(model)], tokens, progress=False)
+    run_experiment(model, [_band(model)], tokens, settings=RunSettings(progress=False))
     assert calls == []
     _run(model, [_band(model)], tokens, tmp_path)
     first = len(calls)
@@ -311,6 +319,6 @@ def test_progress_moves_with_every_condition_pass(model, capsys):
     conditions.append(
         Condition("zero all", Intervention(model, conditions[0].intervention.selection, "zero"))
     )
-    run_experiment(model, conditions, tokens, batch_size=2, progress=True)
+    run_experiment(model, conditions, tokens, settings=RunSettings(batch_size=2, progress=True))
     err = capsys.readouterr().err
     assert "3 condition(s)" in err and "96.0/96.0" in err, err[-300:]

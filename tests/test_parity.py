@@ -25,6 +25,7 @@ from rope_interp.core.spec import RotarySpec, theta_rtol
 from rope_interp.core.stats import collect_pair_stats
 from rope_interp.errors import RopeInterpError
 from rope_interp.interventions.ablation import Intervention, p_rope, position_shift
+from rope_interp.interventions.experiment import RunSettings
 from rope_interp.interventions.selection import select_band, select_pairs
 from rope_interp.loading.data import Corpus
 from rope_interp.report import build_report
@@ -77,7 +78,7 @@ def report_tables(name: str, device: str = "cpu", dtype=torch.float32) -> dict:
         model = twin(name, device, dtype)
         tokens = tokens_for(model)
         report = build_report(
-            model, Corpus("random", tokens, False), progress=False, n_bootstrap=20
+            model, Corpus("random", tokens, False), settings=RunSettings(progress=False, n_boot=20)
         )
         errors = {s.title: s.error for s in report.sections if s.error}
         assert not errors, f"{name} on {device} in {dtype}: {errors}"
@@ -138,7 +139,9 @@ def test_report_is_the_same_on_every_device(name, device):
     if device == "cpu":  # the harness itself: a second CPU twin, not the cached reference
         model = twin(name)
         report = build_report(
-            model, Corpus("random", tokens_for(model), False), progress=False, n_bootstrap=20
+            model,
+            Corpus("random", tokens_for(model), False),
+            settings=RunSettings(progress=False, n_boot=20),
         )
         got = {(s.title, t.caption): t.frame for s in report.sections for t in s.iter_tables()}
     else:
@@ -304,7 +307,10 @@ def test_nothing_is_created_on_torch_s_default_device():
     torch.set_default_device("meta")
     try:
         report = build_report(
-            model, corpus, sections=[*sections, "ablation_prope"], progress=False, n_bootstrap=5
+            model,
+            corpus,
+            sections=[*sections, "ablation_prope"],
+            settings=RunSettings(progress=False, n_boot=5),
         )
     finally:
         torch.set_default_device(None)

@@ -18,6 +18,7 @@ from rope_interp.analysis.statistics import wilson_interval
 from rope_interp.core.spec import RotarySpec
 from rope_interp.errors import RopeInterpError
 from rope_interp.interventions.conditions import PHASES, standard_conditions
+from rope_interp.interventions.experiment import RunSettings
 from rope_interp.loading.data import Corpus
 from rope_interp.report import (
     SECTION_BUILDERS,
@@ -123,7 +124,10 @@ def tiny_report():
     before = model(tokens)
     corpus = Corpus("random tokens", tokens, prepend_bos=False)
     report = build_report(
-        model, corpus, Corpus("random tokens", tokens[:2], False), progress=False, n_bootstrap=50
+        model,
+        corpus,
+        Corpus("random tokens", tokens[:2], False),
+        settings=RunSettings(progress=False, n_boot=50),
     )
     after = model(tokens)
     return report, before, after, model
@@ -221,7 +225,9 @@ def test_a_failing_section_does_not_cost_the_report(monkeypatch, tmp_path):
     monkeypatch.setitem(SECTION_BUILDERS, "usage", ("Frequency usage", broken))
     model = make_model("half_full")
     corpus = Corpus("random", random_tokens(model, batch=2, pos=16), False)
-    report = build_report(model, corpus, sections=["geometry", "usage"], progress=False)
+    report = build_report(
+        model, corpus, sections=["geometry", "usage"], settings=RunSettings(progress=False)
+    )
     assert [s.error for s in report.sections] == [None, "ValueError: boom"]
     page = report.to_html()
     assert "Not computed" in page and "boom" in page and "not computed: ValueError" in page
@@ -231,7 +237,12 @@ def test_a_failing_section_does_not_cost_the_report(monkeypatch, tmp_path):
 def test_statistics_sections_on_other_layouts(name):
     model = make_model(name)
     corpus = Corpus("random", random_tokens(model, batch=2, pos=24), False)
-    report = build_report(model, corpus, sections=["geometry", "usage", "outliers"], progress=False)
+    report = build_report(
+        model,
+        corpus,
+        sections=["geometry", "usage", "outliers"],
+        settings=RunSettings(progress=False),
+    )
     assert [s.error for s in report.sections] == [None, None, None]
 
 
@@ -286,7 +297,9 @@ def test_a_section_of_your_own_runs_after_the_standard_ones():
         assert list(SECTION_BUILDERS)[-1] == "mine" and resolve_sections(None)[-1] == "mine"
         model = make_model("half_full")
         corpus = Corpus("random", random_tokens(model, batch=2, pos=16), False)
-        report = build_report(model, corpus, sections=["mine", "geometry"], progress=False)
+        report = build_report(
+            model, corpus, sections=["mine", "geometry"], settings=RunSettings(progress=False)
+        )
         assert [s.title for s in report.sections] == ["Rotary geometry", "My section"]
         assert report.sections[1].key_result.endswith("pairs")
     finally:
@@ -382,3 +395,36 @@ def test_outlier_claims_flip_with_the_base_rate():
     common = outlier_claims({3.5: table(85, 5)}, context=64)[0]  # base rate 95 %
     assert rare.verdict == "holds" and "10 of 10" in rare.number
     assert common.verdict == "inconclusive"  # Wilson [72.2, 100] % reaches below 95 %
+
+
+def test_build_report_takes_one_settings_object(monkeypatch):
+    """The older keywords still work (with a warning), never together with `settings`; the
+    model and run-time lines are written here, counting from `started` when given."""
+    import time
+
+    from rope_interp.interventions import experiment
+
+    monkeypatch.setattr(experiment, "_WARNED", set())
+    model = make_model("gqa")
+    corpus = Corpus("random tokens", random_tokens(model, batch=2, pos=16), prepend_bos=False)
+    with pytest.warns(DeprecationWarning, match="build_report"):
+        old = build_report(model, corpus, sections=["geometry"], progress=False, seed=7)
+    assert old.meta["seed"] == "7"
+    with pytest.raises(RopeInterpError, match="not both"):
+        build_report(model, corpus, sections=["geometry"], settings=RunSettings(), seed=7)
+    with pytest.raises(TypeError, match="n_boot"):  # the report's keyword was n_bootstrap
+        build_report(model, corpus, sections=["geometry"], n_boot=5)
+    report = build_report(
+        model,
+        corpus,
+        sections=["geometry"],
+        settings=RunSettings(progress=False),
+        model_name="my-model",
+        started=time.perf_counter() - 100,
+    )
+    line = report.meta["model"]
+    assert line.startswith(f"my-model as a {type(model).__name__} ({model.cfg.n_layers} layers")
+    assert list(report.meta)[0] == "model"  # first, as the command has always shown it
+    seconds, rest = report.meta["run time"].split(" ", 1)
+    assert int(seconds) >= 100 and rest == "s in all (model loading included)"
+    assert old.meta["run time"].endswith("s (analyses and ablations, model loading excluded)")

@@ -209,7 +209,7 @@ def small_vocab_tokenizer():
 
 
 def _tiny_loader(tokenizer):
-    def load(args, device):
+    def load(settings, device):
         model = make_model("gqa")
         model.tokenizer = tokenizer
         return model
@@ -243,7 +243,7 @@ def test_merge_of_shard_files_equals_the_unsharded_file(
     from rope_interp import cli
     from rope_interp.cli import loading
 
-    monkeypatch.setattr(loading, "load_model_from_args", _tiny_loader(small_vocab_tokenizer))
+    monkeypatch.setattr(loading, "load_model_from_settings", _tiny_loader(small_vocab_tokenizer))
     corpus = corpus_files / "docs.jsonl"
     whole, merged = tmp_path / "whole.safetensors", tmp_path / "merged.safetensors"
     assert cli.main(_stats_argv(corpus, whole)) == 0
@@ -270,7 +270,7 @@ def _distributed_rank(rank, world, port, argv, tokenizer):
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))  # fmt: skip
     torch.set_num_threads(1)
-    loading.load_model_from_args = _tiny_loader(tokenizer)
+    loading.load_model_from_settings = _tiny_loader(tokenizer)
     assert cli.main(argv) == 0
 
 
@@ -283,7 +283,7 @@ def test_two_gloo_ranks_equal_one_process(small_vocab_tokenizer, corpus_files, m
     from rope_interp import cli
     from rope_interp.cli import loading
 
-    monkeypatch.setattr(loading, "load_model_from_args", _tiny_loader(small_vocab_tokenizer))
+    monkeypatch.setattr(loading, "load_model_from_settings", _tiny_loader(small_vocab_tokenizer))
     corpus = corpus_files / "docs.txt"
     single = tmp_path / "single.safetensors"
     assert cli.main(_stats_argv(corpus, single)) == 0
@@ -297,12 +297,12 @@ def test_two_gloo_ranks_equal_one_process(small_vocab_tokenizer, corpus_files, m
 
 
 # ---- ablate under torch.distributed: the ranks split the windows, rank 0 merges --------------
-def _random_windows(args):
+def _random_windows(settings, device):
     from rope_interp.loading.data import Corpus
 
     model = make_model("gqa")
-    n_windows = max(1, args.tokens // args.seq_len)
-    tokens = random_tokens(model, batch=n_windows, pos=args.seq_len, seed=args.seed)
+    n_windows = max(1, settings.tokens // settings.seq_len)
+    tokens = random_tokens(model, batch=n_windows, pos=settings.seq_len, seed=settings.seed)
     return model, Corpus("random tokens", tokens, prepend_bos=False)
 
 

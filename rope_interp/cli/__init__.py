@@ -1,34 +1,27 @@
 """The `rope-interp` command: the parser of its subcommands, the checks that run before any
 model loads, and `main`.
 
-One module per command (its options, its checks, what it runs): `report_command`,
-`ablate_command`, `summary_command`, `stats_commands` (`stats` and `merge`). Shared: `options`
-(the parser class, model and corpus options and their checks), `outputs` (what a command writes,
-checked against what it reads), `loading` (the model and corpus an invocation names, table
-files) and `distributed` (torchrun)."""
+One module per command (its options, its checked settings object, what it runs):
+`report_command` (`ReportSettings`), `ablate_command` (`AblateSettings`), `summary_command`
+(`SummarySettings`), `stats_commands` (`StatsSettings`, `MergeSettings`). Each parser stores
+`func` (the command) and `settings` (the settings class's `from_args`): `main` parses, builds the
+settings once (every check that needs no model), checks what it writes against what it reads,
+and hands the settings whole to the command; no argparse `Namespace` goes further. Shared:
+`options` (the parser class, the model and corpus options and `ModelSettings`), `outputs` (what
+a command writes, checked against what it reads), `loading` (the model and corpus a
+`ModelSettings` names) and `distributed` (torchrun)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
-from rope_interp.cli.ablate_command import add_ablate_command, validate_ablate
-from rope_interp.cli.options import (
-    CommandParser,
-    check_corpus_source,
-    check_model_name,
-    check_model_options,
-)
-from rope_interp.cli.outputs import check_outputs, model_inputs
-from rope_interp.cli.report_command import add_report_command, validate_report
-from rope_interp.cli.stats_commands import (
-    add_merge_command,
-    add_stats_command,
-    validate_merge,
-    validate_stats,
-)
+from rope_interp.cli.ablate_command import add_ablate_command
+from rope_interp.cli.options import CommandParser
+from rope_interp.cli.outputs import check_outputs
+from rope_interp.cli.report_command import add_report_command
+from rope_interp.cli.stats_commands import add_merge_command, add_stats_command
 from rope_interp.cli.summary_command import add_summary_command
 from rope_interp.errors import RopeInterpError
 
@@ -52,28 +45,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# The checks of each model-running command's own options; each returns what it would write.
-VALIDATORS = {
-    "report": validate_report,
-    "ablate": validate_ablate,
-    "stats": validate_stats,
-    "summary": lambda args: [],
-}
-
-
-def validate_args(args: argparse.Namespace) -> None:
-    """Every check that needs no model, before any work: one `RopeInterpError` naming the
-    option, the value and what is accepted; last, every output against every input."""
-    if args.command == "merge":
-        outputs = validate_merge(args)
-        inputs = [("IN", Path(p)) for p in args.inputs]
-    else:
-        check_model_options(args)
-        outputs = VALIDATORS[args.command](args)
-        check_model_name(args.model)
-        corpus_files = check_corpus_source(args.corpus, getattr(args, "text_column", "text"))
-        inputs = model_inputs(args.model, corpus_files)
-    check_outputs(outputs, inputs, overwrite=getattr(args, "overwrite", False))
+def validate_args(args: argparse.Namespace):
+    """The command's checked settings, from its parsed arguments: every check that needs no
+    model, before any work (one `RopeInterpError` naming the option, the value and what is
+    accepted); last, every output against every input."""
+    settings = args.settings(args)
+    model = getattr(settings, "model", None)
+    inputs = model.check_sources() if model is not None else settings.sources()
+    check_outputs(settings.outputs(), inputs, overwrite=getattr(settings, "overwrite", False))
+    return settings
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -82,8 +62,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         args.argv = list(argv) if argv is not None else sys.argv[1:]
-        validate_args(args)
-        args.func(args)
+        settings = validate_args(args)
+        args.func(settings)
     except RopeInterpError as error:
         _error(str(error))
         return 2

@@ -11,13 +11,17 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rope_interp.cli import loading
 from rope_interp.cli.distributed import process_group
 from rope_interp.cli.options import (
     HelpFormatter,
+    ModelSettings,
     add_model_options,
+    check_integer,
     floats,
     progress_note,
     split_list,
@@ -25,6 +29,9 @@ from rope_interp.cli.options import (
 from rope_interp.cli.outputs import Output, add_overwrite_option
 from rope_interp.errors import RopeInterpError
 from rope_interp.utils.atomic import write_table
+
+if TYPE_CHECKING:
+    from rope_interp.interventions.experiment import RunSettings
 
 
 def add_ablate_command(commands) -> None:
@@ -79,49 +86,96 @@ def add_ablate_command(commands) -> None:
         "--run-dir", default=None, help="where partial results go (default: OUT's name + .runs)"
     )
     add_overwrite_option(ablate)
-    ablate.set_defaults(func=cmd_ablate)
+    ablate.set_defaults(func=cmd_ablate, settings=AblateSettings.from_args)
 
 
-def validate_ablate(args: argparse.Namespace) -> list[Output]:
-    """The checks of `ablate`'s own options; returns what it writes."""
-    from rope_interp.interventions.conditions import ABLATION_GROUPS
+@dataclass(frozen=True)
+class AblateSettings:
+    """`ablate`'s options, checked when made (before any model loads); the ablation groups,
+    `--fraction` and `--random-controls` by `standard_conditions`'s own check. The defaults
+    are the parser's (`add_ablate_command`)."""
 
-    out = Path(args.out)
-    if out.suffix.lower() not in (".csv", ".parquet"):
-        raise RopeInterpError(f"--out must end in .csv or .parquet, got {args.out!r}.")
-    groups = split_list(args.sweep)
-    if not groups:
-        raise RopeInterpError(
-            f"--sweep {args.sweep!r} names no group; give one or more of "
-            f"{', '.join(ABLATION_GROUPS)}, comma-separated."
+    model: ModelSettings
+    out: Path
+    groups: tuple[str, ...]
+    fraction: float
+    random_controls: int
+    p_values: tuple[float, ...]
+    phases: tuple[float, ...]
+    bootstrap: int
+    attention: bool
+    run_dir: Path | None  # None: OUT's name + .runs
+    overwrite: bool
+
+    def __post_init__(self) -> None:
+        from rope_interp.interventions.conditions import ABLATION_GROUPS, check_standard_options
+
+        if self.out.suffix.lower() not in (".csv", ".parquet"):
+            raise RopeInterpError(f"--out must end in .csv or .parquet, got {str(self.out)!r}.")
+        if not self.groups:
+            raise RopeInterpError(
+                f"--sweep {','.join(self.groups)!r} names no group; give one or more of "
+                f"{', '.join(ABLATION_GROUPS)}, comma-separated."
+            )
+        check_standard_options(
+            self.groups, self.fraction, self.random_controls,
+            names=("--sweep", "--fraction", "--random-controls"),
+        )  # fmt: skip
+        if any(not 0 <= p <= 1 for p in self.p_values):
+            values = ",".join(f"{p:g}" for p in self.p_values)
+            raise RopeInterpError(f"--p values must lie in [0, 1]; got {values!r}.")
+        check_integer("--bootstrap", self.bootstrap)
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> AblateSettings:
+        return cls(
+            model=ModelSettings.from_args(args),
+            out=Path(args.out),
+            groups=tuple(split_list(args.sweep) or ()),
+            fraction=args.fraction,
+            random_controls=args.random_controls,
+            p_values=tuple(floats(args.p, "--p")),
+            phases=tuple(floats(args.phi, "--phi")),
+            bootstrap=args.bootstrap,
+            attention=not args.no_attention,
+            run_dir=None if args.run_dir is None else Path(args.run_dir),
+            overwrite=args.overwrite,
         )
-    unknown = sorted(set(groups) - set(ABLATION_GROUPS))
-    if unknown:
-        raise RopeInterpError(
-            f"Unknown ablation group(s) {unknown} in --sweep; choose from "
-            f"{', '.join(ABLATION_GROUPS)}."
+
+    @property
+    def heads_out(self) -> Path:
+        """Where the per-head table goes: OUT_heads next to OUT."""
+        return heads_path(self.out)
+
+    @property
+    def runs(self) -> Path:
+        """Where the partial results go: `--run-dir`, or OUT's name + .runs."""
+        return self.run_dir or self.out.with_name(self.out.stem + ".runs")
+
+    def outputs(self) -> list[Output]:
+        """What `ablate` writes."""
+        return [
+            Output("--out", self.out, "ablation-table"),
+            Output("--out (its per-head table)", self.heads_out, "heads-table"),
+            Output("--run-dir", self.runs, "folder"),
+        ]
+
+    def run_settings(self, progress: bool) -> RunSettings:
+        """How the sweep runs (`progress`: this process shows a bar)."""
+        from rope_interp.interventions.experiment import RunSettings
+
+        return RunSettings(
+            batch_size=self.model.batch_size,
+            n_boot=self.bootstrap,
+            seed=self.model.seed,
+            attention=self.attention,
+            progress=progress,
         )
-    p_values = floats(args.p, "--p")
-    outside = [p for p in p_values if not 0 <= p <= 1]
-    if outside:
-        raise RopeInterpError(f"--p values must lie in [0, 1]; got {args.p!r}.")
-    floats(args.phi, "--phi")
-    return [
-        Output("--out", out, "ablation-table"),
-        Output("--out (its per-head table)", heads_path(out), "heads-table"),
-        Output("--run-dir", run_dir(args), "folder"),
-    ]
 
 
 def heads_path(out: Path) -> Path:
     """Where the per-head table of summary table `out` goes."""
     return out.with_name(out.stem + "_heads" + out.suffix)
-
-
-def run_dir(args: argparse.Namespace) -> Path:
-    """Where the partial results go: `--run-dir`, or OUT's name + .runs."""
-    out = Path(args.out)
-    return Path(args.run_dir) if args.run_dir else out.with_name(out.stem + ".runs")
 
 
 def rank_windows(n_windows: int, rank: int, world: int) -> slice:
@@ -135,7 +189,7 @@ def rank_windows(n_windows: int, rank: int, world: int) -> slice:
     return slice(n_windows * rank // world, n_windows * (rank + 1) // world)
 
 
-def cmd_ablate(args: argparse.Namespace) -> None:
+def cmd_ablate(settings: AblateSettings) -> None:
     """An ablation sweep → one row per condition (Δloss with a bootstrap CI) in a CSV/Parquet
     file, plus per-head attention effects next to it; resumable."""
     from rope_interp.core.spec import RotarySpec
@@ -145,31 +199,28 @@ def cmd_ablate(args: argparse.Namespace) -> None:
     from rope_interp.loading.data import Corpus
     from rope_interp.utils.files import mark_folder
 
-    out = Path(args.out)
-    runs = run_dir(args)
+    options, out, runs = settings.model, settings.out, settings.runs
     started = time.perf_counter()
-    with process_group(args.device) as (rank, world, device):
-        # this rank's view of the options: its device; only rank 0 reports progress
-        quiet = args.quiet or rank > 0
-        mine = argparse.Namespace(**{**vars(args), "device": device, "quiet": quiet})
-        progress_note(mine, f"loading model {args.model!r} ...")
-        model, corpus = loading.load_model_and_corpus(mine)
+    with process_group(options.device) as (rank, world, device):
+        quiet = options.quiet or rank > 0  # only rank 0 reports progress
+        progress_note(quiet, f"loading model {options.model!r} ...")
+        model, corpus = loading.load_model_and_corpus(options, device)
         conditions = standard_conditions(
             model,
             RotarySpec.from_model(model),
-            seed=args.seed,
-            fraction=args.fraction,
-            groups=split_list(args.sweep) or [],
-            p_values=floats(args.p, "--p"),
-            phases=floats(args.phi, "--phi"),
-            n_random=args.random_controls,
+            seed=options.seed,
+            fraction=settings.fraction,
+            groups=settings.groups,
+            p_values=settings.p_values,
+            phases=settings.phases,
+            n_random=settings.random_controls,
         )
         mark_folder(runs)
         rank_dirs = [runs / f"rank-{r}-of-{world}" for r in range(world)] if world > 1 else [runs]
         shard = corpus.tokens[rank_windows(len(corpus.tokens), rank, world)]
         on_ranks = f", split over {world} ranks" if world > 1 else ""
         progress_note(
-            mine,
+            quiet,
             f"corpus: {corpus.describe()}; {len(conditions)} conditions{on_ranks}; partial "
             f"results in {runs} (re-run the same command to resume)",
         )
@@ -178,11 +229,7 @@ def cmd_ablate(args: argparse.Namespace) -> None:
             conditions,
             Corpus(corpus.name, shard, corpus.prepend_bos),
             out_dir=rank_dirs[rank],
-            batch_size=args.batch_size,
-            n_boot=args.bootstrap,
-            seed=args.seed,
-            attention=not args.no_attention,
-            progress=not quiet,
+            settings=settings.run_settings(progress=not quiet),
         )
         skipped = result.skipped
         if world > 1:
@@ -193,13 +240,13 @@ def cmd_ablate(args: argparse.Namespace) -> None:
                 result = merge_results(rank_dirs, conditions=[c.name for c in conditions])
         if rank > 0:
             return
-    heads_out = heads_path(out)
+    heads_out = settings.heads_out
     for frame, path in ((result.summary, out), (result.heads, heads_out)):
         write_table(frame, path)
     if skipped:
-        progress_note(args, f"resumed: {len(skipped)} condition(s) reused from {runs}")
+        progress_note(options.quiet, f"resumed: {len(skipped)} condition(s) reused from {runs}")
     columns = [c for c in ("condition", "delta_loss", "ci_low", "ci_high") if c in result.summary]
-    if not args.quiet:
+    if not options.quiet:
         print(result.summary[columns].to_string(index=False, float_format=lambda v: f"{v:+.4f}"))
     heads_note = f" and {heads_out}" if len(result.heads) else ""
     print(

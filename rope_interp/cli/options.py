@@ -1,11 +1,14 @@
 """What every command shares on its command line: the parser class, the model and corpus
-options, and the checks of their values that need no model (each a one-line
-`RopeInterpError` naming the option, the value and what is accepted)."""
+options, their checked settings (`ModelSettings`), and the checks of their values that need no
+model (each a one-line `RopeInterpError` naming the option, the value and what is accepted)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from rope_interp.errors import RopeInterpError, UsageError
 from rope_interp.utils.numbers import parse_numbers
@@ -67,62 +70,114 @@ def add_model_options(parser: argparse.ArgumentParser, tokens: int = 4096) -> No
 
 
 # (option, smallest, largest or None, meaning) of the integer options any command may have.
-INTEGER_RANGES = (
-    ("--tokens", 1, None, "tokens to analyse"),
-    ("--seq-len", 2, None, "tokens per window"),
-    ("--batch-size", 1, None, "windows per forward pass"),
-    ("--seed", 0, 2**32 - 1, "a random seed"),
-    ("--bootstrap", 1, 1_000_000, "bootstrap resamples"),
-    ("--random-controls", 0, 10_000, "random-pair controls"),
-    ("--ablation-tokens", 1, None, "tokens for the ablations"),
-    ("--analysis-tokens", 1, None, "tokens for the score decompositions"),
-    ("--n-ctx", 2, None, "the context length to build the model with"),
-    ("--n-devices", 1, None, "devices to split the model over"),
-)
+INTEGER_RANGES = {
+    "--tokens": (1, None, "tokens to analyse"),
+    "--seq-len": (2, None, "tokens per window"),
+    "--batch-size": (1, None, "windows per forward pass"),
+    "--seed": (0, 2**32 - 1, "a random seed"),
+    "--bootstrap": (1, 1_000_000, "bootstrap resamples"),
+    "--ablation-tokens": (1, None, "tokens for the ablations"),
+    "--analysis-tokens": (1, None, "tokens for the score decompositions"),
+    "--n-ctx": (2, None, "the context length to build the model with"),
+    "--n-devices": (1, None, "devices to split the model over"),
+}
 
 
-def check_model_options(args: argparse.Namespace) -> None:
-    """The numeric options any command may have, `--device` and `--dtype`, and the model
-    options that only some models take."""
-    for option, minimum, maximum, meaning in INTEGER_RANGES:
-        value = getattr(args, option.removeprefix("--").replace("-", "_"), None)
-        if not isinstance(value, int):  # absent, or `stats --tokens` (a budget like 50k)
-            continue
-        if value < minimum or (maximum is not None and value > maximum):
-            span = f"≥ {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
-            raise RopeInterpError(f"{option} must be an integer {span} ({meaning}); got {value}.")
-    fraction = getattr(args, "fraction", None)
-    if fraction is not None and not 0 < fraction <= 0.5:
-        raise RopeInterpError(f"--fraction must lie in (0, 0.5]; got {fraction}.")
-    n_ctx = getattr(args, "n_ctx", None)
-    if n_ctx is not None and isinstance(args.seq_len, int) and args.seq_len > n_ctx:
-        raise RopeInterpError(
-            f"--seq-len {args.seq_len} does not fit in --n-ctx {n_ctx}: windows must fit the "
-            "model's context; lower --seq-len or raise --n-ctx."
-        )
-    check_device_and_dtype(args.device, args.dtype)
-    check_model_layout(args)
+def check_integer(option: str, value: int | None) -> None:
+    """An integer option within its range (`INTEGER_RANGES`); None (not given) passes."""
+    if value is None:
+        return
+    minimum, maximum, meaning = INTEGER_RANGES[option]
+    if value < minimum or (maximum is not None and value > maximum):
+        span = f"≥ {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
+        raise RopeInterpError(f"{option} must be an integer {span} ({meaning}); got {value}.")
 
 
-def check_model_layout(args: argparse.Namespace) -> None:
+@dataclass(frozen=True)
+class ModelSettings:
+    """The options every model-running command shares (`add_model_options`), checked when
+    made: the integer ranges, `--seq-len` against `--n-ctx`, `--device` and `--dtype`, and the
+    model options only some models take. `tokens` is None for the whole corpus (`stats
+    --tokens all`). The model name and corpus files are checked by `check_sources`, which
+    reads the files' first bytes. The defaults are the parser's (`add_model_options`)."""
+
+    model: str
+    corpus: str
+    text_column: str
+    tokens: int | None
+    seq_len: int
+    batch_size: int
+    device: str | None
+    dtype: str
+    n_ctx: int | None
+    n_devices: int
+    seed: int
+    quiet: bool
+
+    def __post_init__(self) -> None:
+        check_integer("--tokens", self.tokens)
+        check_integer("--seq-len", self.seq_len)
+        check_integer("--batch-size", self.batch_size)
+        check_integer("--seed", self.seed)
+        check_integer("--n-ctx", self.n_ctx)
+        check_integer("--n-devices", self.n_devices)
+        if self.n_ctx is not None and self.seq_len > self.n_ctx:
+            raise RopeInterpError(
+                f"--seq-len {self.seq_len} does not fit in --n-ctx {self.n_ctx}: windows must "
+                "fit the model's context; lower --seq-len or raise --n-ctx."
+            )
+        check_device_and_dtype(self.device, self.dtype)
+        check_model_layout(self.model, self.device, self.n_ctx, self.n_devices)
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace, **own: Any) -> ModelSettings:
+        """From `add_model_options`'s arguments; `own` replaces a command's own reading of
+        one (e.g. `stats`'s `--tokens` budget)."""
+        fields = {
+            "model": args.model,
+            "corpus": args.corpus,
+            "text_column": getattr(args, "text_column", "text"),
+            "tokens": args.tokens,
+            "seq_len": args.seq_len,
+            "batch_size": args.batch_size,
+            "device": args.device,
+            "dtype": args.dtype,
+            "n_ctx": args.n_ctx,
+            "n_devices": args.n_devices,
+            "seed": args.seed,
+            "quiet": args.quiet,
+        }
+        return cls(**{**fields, **own})
+
+    def check_sources(self) -> list[tuple[str, Path]]:
+        """`--model` and `--corpus` checked without loading them (names known, files there and
+        what their names say); returns the local files and folders they read."""
+        check_model_name(self.model)
+        corpus_files = check_corpus_source(self.corpus, self.text_column)
+        inputs = [("--corpus", Path(p)) for p in corpus_files]
+        if Path(self.model).expanduser().exists():
+            inputs.append(("--model", Path(self.model).expanduser()))
+        return inputs
+
+
+def check_model_layout(model: str, device: str | None, n_ctx: int | None, n_devices: int) -> None:
     """`--n-ctx` and `--n-devices`: only for checkpoint folders and official names, and
     `--n-devices` only over GPUs that are there."""
     import torch
 
     from rope_interp.loading.models import BUILTIN_MODEL
 
-    n_ctx, n_devices = getattr(args, "n_ctx", None), getattr(args, "n_devices", 1)
-    gguf = args.model.lower() == BUILTIN_MODEL or args.model.lower().endswith(".gguf")
+    gguf = model.lower() == BUILTIN_MODEL or model.lower().endswith(".gguf")
     if gguf and (n_ctx is not None or n_devices != 1):
         raise RopeInterpError(
             "--n-ctx and --n-devices apply to checkpoint folders and official names; a GGUF "
             "model (the built-in one too) is built with its own context on one device."
         )
     if n_devices > 1:
-        device = torch.device(args.device) if args.device else None
-        if device is not None and device.type != "cuda":
+        parsed = torch.device(device) if device else None
+        if parsed is not None and parsed.type != "cuda":
             raise RopeInterpError(
-                f"--n-devices {n_devices} splits a model over GPUs, not {device}."
+                f"--n-devices {n_devices} splits a model over GPUs, not {parsed}."
             )
         if n_devices > torch.cuda.device_count():
             raise RopeInterpError(
@@ -199,7 +254,7 @@ def split_list(value: str | None) -> list[str] | None:
     return [part.strip() for part in value.split(",") if part.strip()]
 
 
-def progress_note(args: argparse.Namespace, message: str) -> None:
-    """A progress line on stderr, unless `--quiet`."""
-    if not getattr(args, "quiet", False):
+def progress_note(quiet: bool, message: str) -> None:
+    """A progress line on stderr, unless `quiet` (`--quiet`)."""
+    if not quiet:
         print(message, file=sys.stderr, flush=True)

@@ -37,15 +37,6 @@ def add_overwrite_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def model_inputs(model: str, corpus_files: Sequence[str]) -> list[tuple[str, Path]]:
-    """The local files and folders a model-running command reads: `--model` when it is a
-    path, and the corpus files."""
-    inputs = [("--corpus", Path(p)) for p in corpus_files]
-    if Path(model).expanduser().exists():
-        inputs.append(("--model", Path(model).expanduser()))
-    return inputs
-
-
 def check_outputs(
     outputs: Sequence[Output], inputs: Sequence[tuple[str, Path]], overwrite: bool = False
 ) -> None:

@@ -5,12 +5,24 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rope_interp.cli import loading
-from rope_interp.cli.options import HelpFormatter, add_model_options, progress_note, split_list
+from rope_interp.cli.options import (
+    HelpFormatter,
+    ModelSettings,
+    add_model_options,
+    check_integer,
+    progress_note,
+    split_list,
+)
 from rope_interp.cli.outputs import Output, add_overwrite_option
 from rope_interp.errors import RopeInterpError
+
+if TYPE_CHECKING:
+    from rope_interp.interventions.experiment import RunSettings
 
 
 def add_report_command(commands) -> None:
@@ -68,69 +80,124 @@ def add_report_command(commands) -> None:
         "--format", default="png", choices=("png", "svg", "pdf"), help="image format of --figures"
     )
     add_overwrite_option(report)
-    report.set_defaults(func=cmd_report)
+    report.set_defaults(func=cmd_report, settings=ReportSettings.from_args)
 
 
-def validate_report(args: argparse.Namespace) -> list[Output]:
-    """The checks of `report`'s own options; returns what it writes."""
-    from rope_interp.report import resolve_sections
+@dataclass(frozen=True)
+class ReportSettings:
+    """`report`'s options, checked when made (before any model loads). The defaults are the
+    parser's (`add_report_command`)."""
 
-    resolve_sections(split_list(args.sections))  # a typo fails here, not after the model
-    if Path(args.out).suffix.lower() not in (".html", ".htm"):
-        raise RopeInterpError(f"--out must end in .html, got {args.out!r}.")
-    if args.figures is not None:
-        from rope_interp.plots.export import check_image_export
+    model: ModelSettings
+    out: Path
+    ablation_tokens: int
+    analysis_tokens: int
+    sections: tuple[str, ...] | None  # None: all
+    bootstrap: int
+    save_tables: Path | None
+    figures: Path | None
+    format: str
+    overwrite: bool
+    argv: tuple[str, ...]  # the command line, stated in the report
 
-        check_image_export(args.format)
-    return [Output("--out", args.out, "report")] + [
-        Output(option, folder, "folder") for option, folder in report_folders(args)
-    ]
+    def __post_init__(self) -> None:
+        from rope_interp.report import resolve_sections
+
+        check_integer("--ablation-tokens", self.ablation_tokens)
+        check_integer("--analysis-tokens", self.analysis_tokens)
+        check_integer("--bootstrap", self.bootstrap)
+        resolve_sections(self.sections)  # a typo fails here, not after the model
+        if self.out.suffix.lower() not in (".html", ".htm"):
+            raise RopeInterpError(f"--out must end in .html, got {str(self.out)!r}.")
+        if self.figures is not None:
+            from rope_interp.plots.export import check_image_export
+
+            check_image_export(self.format)
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> ReportSettings:
+        sections = split_list(args.sections)
+        return cls(
+            model=ModelSettings.from_args(args),
+            out=Path(args.out),
+            ablation_tokens=args.ablation_tokens,
+            analysis_tokens=args.analysis_tokens,
+            sections=tuple(sections) if sections else None,
+            bootstrap=args.bootstrap,
+            save_tables=_path(args.save_tables),
+            figures=_path(args.figures),
+            format=args.format,
+            overwrite=args.overwrite,
+            argv=tuple(getattr(args, "argv", None) or ["report"]),
+        )
+
+    def folders(self) -> list[tuple[str, Path]]:
+        """The folders `report` writes into besides --out's: `(option, folder)`."""
+        named = (("--save-tables", self.save_tables), ("--figures", self.figures))
+        return [(option, folder) for option, folder in named if folder is not None]
+
+    def outputs(self) -> list[Output]:
+        """What `report` writes."""
+        return [Output("--out", self.out, "report")] + [
+            Output(option, folder, "folder") for option, folder in self.folders()
+        ]
+
+    def run_settings(self) -> RunSettings:
+        """How the report's analyses and ablations run."""
+        from rope_interp.interventions.experiment import RunSettings
+
+        model = self.model
+        return RunSettings(
+            batch_size=model.batch_size,
+            n_boot=self.bootstrap,
+            seed=model.seed,
+            progress=not model.quiet,
+        )
 
 
-def report_folders(args: argparse.Namespace) -> list[tuple[str, str]]:
-    """The folders `report` writes into besides --out's: `(option, folder)`."""
-    named = (("--save-tables", args.save_tables), ("--figures", args.figures))
-    return [(option, folder) for option, folder in named if folder is not None]
+def _path(value: str | None) -> Path | None:
+    return None if value is None else Path(value)
 
 
-def cmd_report(args: argparse.Namespace) -> None:
+def cmd_report(settings: ReportSettings) -> None:
     """Run the analyses and standard ablations and write one self-contained HTML report."""
     from rope_interp.loading.data import Corpus
     from rope_interp.report import Report, build_report, resolve_sections
+    from rope_interp.report.build import model_line
     from rope_interp.utils.files import mark_folder
 
-    sections = split_list(args.sections)
-    out = Path(args.out)
+    options, quiet = settings.model, settings.model.quiet
+    out = settings.out
     started = time.perf_counter()
-    progress_note(args, f"loading model {args.model!r} ...")
-    model, corpus = loading.load_model_and_corpus(args)
+    progress_note(quiet, f"loading model {options.model!r} ...")
+    model, corpus = loading.load_model_and_corpus(options, options.device)
     # The first windows of the statistics corpus (the same seeded draw, fewer windows).
-    ablation_windows = max(1, args.ablation_tokens // args.seq_len)
+    ablation_windows = max(1, settings.ablation_tokens // options.seq_len)
     ablation_corpus = Corpus(corpus.name, corpus.tokens[:ablation_windows], corpus.prepend_bos)
-    analysis_windows = max(1, args.analysis_tokens // args.seq_len)
+    analysis_windows = max(1, settings.analysis_tokens // options.seq_len)
     analysis_corpus = Corpus(corpus.name, corpus.tokens[:analysis_windows], corpus.prepend_bos)
-    progress_note(args, f"corpus: {corpus.describe()}")
+    progress_note(quiet, f"corpus: {corpus.describe()}")
     meta: dict[str, str] = {
-        "model": f"{args.model} as a {type(model).__name__} ({model.cfg.n_layers} layers, "
-        f"{model.cfg.n_heads} heads, d_model {model.cfg.d_model}) on {model.cfg.device}, "
-        f"{args.dtype}",
         "corpus": corpus.describe(),
         "tokens": f"{corpus.n_tokens} for statistics (usage, outliers), "
         f"{analysis_corpus.n_tokens} for score decompositions (positional heads, sinks, "
         f"massive values, spectra), {ablation_corpus.n_tokens} for ablations",
-        "seed": str(args.seed),
-        "command": "rope-interp " + " ".join(getattr(args, "argv", None) or ["report"]),
+        "seed": str(options.seed),
+        "command": "rope-interp " + " ".join(settings.argv),
     }
-    total = len(resolve_sections(sections))
+    total = len(resolve_sections(settings.sections))
     # The HTML is rewritten after each section (open it while the ablations run); the final
-    # write replaces it atomically.
-    partial = Report("How this model uses its rotary frequencies (in progress)", dict(meta))
+    # write replaces it atomically. Its model line is the one `build_report` writes.
+    partial = Report(
+        "How this model uses its rotary frequencies (in progress)",
+        {"model": model_line(model, options.model), **meta},
+    )
 
     def on_section(section) -> None:
         partial.add(section)
         done = len(partial.sections)
         state = "FAILED: " + section.error if section.error else f"{section.seconds:.1f} s"
-        progress_note(args, f"[{done}/{total}] {section.title}: {state}")
+        progress_note(quiet, f"[{done}/{total}] {section.title}: {state}")
         partial.meta["status"] = (
             f"in progress: {done} of {total} sections after "
             f"{time.perf_counter() - started:.0f} s; this file is replaced when the run ends"
@@ -142,23 +209,19 @@ def cmd_report(args: argparse.Namespace) -> None:
         corpus,
         ablation_corpus,
         analysis_corpus=analysis_corpus,
-        sections=sections,
+        sections=settings.sections,
         meta=meta,
-        batch_size=args.batch_size,
-        seed=args.seed,
-        progress=not args.quiet,
-        n_bootstrap=args.bootstrap,
+        settings=settings.run_settings(),
+        model_name=options.model,
+        started=started,
         on_section=on_section,
     )
-    report.meta["run time"] = (
-        f"{time.perf_counter() - started:.0f} s in all (model loading included)"
-    )
-    for _, folder in report_folders(args):
+    for _, folder in settings.folders():
         mark_folder(folder)
-    path = report.write(out, tables_dir=args.save_tables)
-    if args.figures is not None:
-        images = report.write_figures(args.figures, args.format)
-        print(f"wrote {len(images)} {args.format.upper()} figures to {args.figures}")
+    path = report.write(out, tables_dir=settings.save_tables)
+    if settings.figures is not None:
+        images = report.write_figures(settings.figures, settings.format)
+        print(f"wrote {len(images)} {settings.format.upper()} figures to {settings.figures}")
     size = path.stat().st_size / 1e6
     failed = [s.title for s in report.sections if s.error]
     print(

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from rope_interp.cli import loading
 from rope_interp.cli.distributed import process_group
-from rope_interp.cli.options import HelpFormatter, add_model_options, progress_note
+from rope_interp.cli.options import HelpFormatter, ModelSettings, add_model_options, progress_note
 from rope_interp.cli.outputs import Output, add_overwrite_option
 from rope_interp.errors import RopeInterpError
 from rope_interp.utils.atomic import write_table
@@ -45,7 +46,7 @@ def add_stats_command(commands) -> None:
     )
     stats.add_argument("--out", required=True, help="output: .safetensors, .csv or .parquet")
     add_overwrite_option(stats)
-    stats.set_defaults(func=cmd_stats)
+    stats.set_defaults(func=cmd_stats, settings=StatsSettings.from_args)
 
 
 def add_merge_command(commands) -> None:
@@ -65,7 +66,7 @@ def add_merge_command(commands) -> None:
         "the file to write)",
     )
     add_overwrite_option(merge)
-    merge.set_defaults(func=cmd_merge)
+    merge.set_defaults(func=cmd_merge, settings=MergeSettings.from_args)
 
 
 def token_budget(text: str) -> int | None:
@@ -75,60 +76,102 @@ def token_budget(text: str) -> int | None:
     return None if text.strip().lower() == "all" else parse_token_count(text)
 
 
-def validate_stats(args: argparse.Namespace) -> list[Output]:
-    """The checks of `stats`'s own options; returns what it writes."""
-    from rope_interp.loading.data import parse_shard
+@dataclass(frozen=True)
+class StatsSettings:
+    """`stats`'s options, checked when made (before any model loads): the shared model
+    options with `--tokens` read as a budget (None: the whole corpus), the shard, the output."""
 
-    token_budget(args.tokens)
-    parse_shard(args.shard)
-    if not args.out.endswith((".safetensors", ".parquet", ".csv")):
-        raise RopeInterpError(
-            f"--out must end in .safetensors, .csv or .parquet, got {args.out!r}."
+    model: ModelSettings
+    shard: tuple[int, int]  # (index, count)
+    out: Path
+    overwrite: bool
+
+    def __post_init__(self) -> None:
+        if not self.out.name.endswith((".safetensors", ".parquet", ".csv")):
+            raise RopeInterpError(
+                f"--out must end in .safetensors, .csv or .parquet, got {str(self.out)!r}."
+            )
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> StatsSettings:
+        from rope_interp.loading.data import parse_shard
+
+        return cls(
+            model=ModelSettings.from_args(args, tokens=token_budget(args.tokens)),
+            shard=parse_shard(args.shard),
+            out=Path(args.out),
+            overwrite=args.overwrite,
         )
-    kind = "stats" if args.out.endswith(".safetensors") else "stats-table"
-    return [Output("--out", args.out, kind)]
+
+    @property
+    def accumulators(self) -> bool:
+        """Whether --out keeps the mergeable accumulators (.safetensors), not the table."""
+        return self.out.name.endswith(".safetensors")
+
+    def outputs(self) -> list[Output]:
+        """What `stats` writes."""
+        return [Output("--out", self.out, "stats" if self.accumulators else "stats-table")]
 
 
-def validate_merge(args: argparse.Namespace) -> list[Output]:
-    """The checks of `merge`'s own arguments (`--out OUT IN...`, or the older `OUT IN...`);
-    sets `args.out` and `args.inputs`; returns what it writes."""
-    option = "--out"
-    if args.out is None:
-        option, args.out, args.files = "OUT", args.files[0], args.files[1:]
-    args.inputs = args.files
-    if not args.inputs:
-        raise RopeInterpError("merge needs statistics files to combine: merge --out OUT IN...")
-    if not args.out.endswith(".safetensors"):
-        raise RopeInterpError(f"merge writes .safetensors; got {option} {args.out!r}.")
-    return [Output(option, args.out, "stats")]
+@dataclass(frozen=True)
+class MergeSettings:
+    """`merge`'s arguments (`--out OUT IN...`, or the older `OUT IN...`), checked when made."""
+
+    out: Path
+    inputs: tuple[Path, ...]
+    overwrite: bool
+    out_option: str = "--out"  # how OUT was given: "--out", or "OUT" (the older form)
+
+    def __post_init__(self) -> None:
+        if not self.inputs:
+            raise RopeInterpError("merge needs statistics files to combine: merge --out OUT IN...")
+        if not self.out.name.endswith(".safetensors"):
+            raise RopeInterpError(
+                f"merge writes .safetensors; got {self.out_option} {str(self.out)!r}."
+            )
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> MergeSettings:
+        if args.out is None:  # OUT IN...
+            out, inputs, option = args.files[0], args.files[1:], "OUT"
+        else:
+            out, inputs, option = args.out, args.files, "--out"
+        return cls(Path(out), tuple(Path(p) for p in inputs), args.overwrite, option)
+
+    def sources(self) -> list[tuple[str, Path]]:
+        """The files `merge` reads, as (argument, path)."""
+        return [("IN", path) for path in self.inputs]
+
+    def outputs(self) -> list[Output]:
+        """What `merge` writes."""
+        return [Output(self.out_option, self.out, "stats")]
 
 
-def cmd_stats(args: argparse.Namespace) -> None:
+def cmd_stats(settings: StatsSettings) -> None:
     """Streaming pair statistics to a file (.safetensors keeps the accumulators; .csv/.parquet
     the tidy table). Under `torchrun`, every rank takes its shard and rank 0 writes."""
     from rope_interp.core.stats import all_reduce_stats, collect_pair_stats
-    from rope_interp.loading.data import parse_shard, stream_corpus
+    from rope_interp.loading.data import stream_corpus
 
-    out = args.out  # checked by validate_args, before the model loads
-    budget = token_budget(args.tokens)
-    shard_index, shard_count = parse_shard(args.shard)
-    with process_group(args.device) as (rank, world, device):
-        model = loading.load_model_from_args(args, device)
+    options, out = settings.model, settings.out
+    shard_index, shard_count = settings.shard
+    with process_group(options.device) as (rank, world, device):
+        model = loading.load_model_from_settings(options, device)
         # Rank r of W takes every W-th window of shard I/N: the ranks together are shard I/N.
         stream = stream_corpus(
             model,
-            args.corpus,
-            args.seq_len,
-            max_tokens=budget,
+            options.corpus,
+            options.seq_len,
+            max_tokens=options.tokens,
             shard=(shard_index + rank * shard_count, shard_count * world),
-            column=args.text_column,
+            column=options.text_column,
         )
         if rank == 0:
             ranks = f" on {world} ranks" if world > 1 else ""
-            progress_note(args, f"corpus: {stream.describe()}{ranks}")
+            progress_note(options.quiet, f"corpus: {stream.describe()}{ranks}")
         stats = collect_pair_stats(
             model,
-            stream.batches(args.batch_size, progress=rank == 0 and not args.quiet),
+            stream.batches(options.batch_size, progress=rank == 0 and not options.quiet),
             progress=False,
             allow_empty=world > 1,
         )
@@ -139,18 +182,18 @@ def cmd_stats(args: argparse.Namespace) -> None:
         if rank == 0:
             if stats.tokens_seen == 0:
                 raise RopeInterpError(
-                    f"The corpus {args.corpus!r} gave no window of {args.seq_len} tokens."
+                    f"The corpus {options.corpus!r} gave no window of {options.seq_len} tokens."
                 )
-            if out.endswith(".safetensors"):
+            if settings.accumulators:
                 stats.save(out)
             else:
-                write_table(stats.to_frame(), Path(out))
+                write_table(stats.to_frame(), out)
             print(f"wrote {out} ({stats.tokens_seen} tokens)")
 
 
-def cmd_merge(args: argparse.Namespace) -> None:
+def cmd_merge(settings: MergeSettings) -> None:
     """Combine statistics files of independent jobs (shards) into one."""
     from rope_interp.core.stats import merge_stats_files
 
-    meta = merge_stats_files(args.out, args.inputs)
-    print(f"wrote {args.out} ({meta['tokens_seen']} tokens from {len(args.inputs)} files)")
+    meta = merge_stats_files(settings.out, list(settings.inputs))
+    print(f"wrote {settings.out} ({meta['tokens_seen']} tokens from {len(settings.inputs)} files)")

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import dataclass
 
 from rope_interp.cli import loading
-from rope_interp.cli.options import HelpFormatter, add_model_options
+from rope_interp.cli.options import HelpFormatter, ModelSettings, add_model_options
 
 
 def add_summary_command(commands) -> None:
@@ -18,19 +19,37 @@ def add_summary_command(commands) -> None:
         formatter_class=HelpFormatter,
     )
     add_model_options(summary)
-    summary.set_defaults(func=cmd_summary)
+    summary.set_defaults(func=cmd_summary, settings=SummarySettings.from_args)
 
 
-def cmd_summary(args: argparse.Namespace) -> None:
+@dataclass(frozen=True)
+class SummarySettings:
+    """`summary`'s options (the shared model options only), checked when made."""
+
+    model: ModelSettings
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> SummarySettings:
+        return cls(model=ModelSettings.from_args(args))
+
+    def outputs(self) -> list:
+        """What `summary` writes: nothing (it prints)."""
+        return []
+
+
+def cmd_summary(settings: SummarySettings) -> None:
     """Per-layer rotary frequencies and pair norms."""
     from rope_interp.core.spec import RotarySpec
     from rope_interp.core.stats import collect_pair_stats
 
+    options = settings.model
     start = time.perf_counter()
-    model, corpus = loading.load_model_and_corpus(args)
+    model, corpus = loading.load_model_and_corpus(options, options.device)
     spec = RotarySpec.from_model(model)
-    print(f"model: {args.model}\n{spec.summary()}\ncorpus: {corpus.describe()}")
-    stats = collect_pair_stats(model, corpus.batches(args.batch_size), spec=spec)
+    print(f"model: {options.model}\n{spec.summary()}\ncorpus: {corpus.describe()}")
+    stats = collect_pair_stats(
+        model, corpus.batches(options.batch_size), progress=not options.quiet, spec=spec
+    )
     frame = stats.to_frame()
     context = corpus.tokens.shape[1]
     n_pairs = spec.n_pairs

@@ -21,6 +21,38 @@ N_RANDOM_CONTROLS = 20
 
 
 ABLATION_GROUPS = ("band", "p-rope", "phase", "sanity")
+MAX_RANDOM_CONTROLS = 10_000
+
+
+def check_standard_options(
+    groups: Sequence[str],
+    fraction: float,
+    n_random: int,
+    names: tuple[str, str, str] = ("groups", "fraction", "n_random"),
+) -> None:
+    """The arguments of `standard_conditions` that need no model, each checked here only (the
+    command line calls this too, before the model loads, with its option names as `names`):
+    known groups, a band fraction in (0, 0.5], 0 to `MAX_RANDOM_CONTROLS` random controls."""
+    group_name, fraction_name, random_name = names
+    unknown = sorted(set(groups) - set(ABLATION_GROUPS))
+    if unknown:
+        raise RopeInterpError(
+            f"Unknown ablation group(s) {unknown} in {group_name}; choose from "
+            f"{', '.join(ABLATION_GROUPS)}."
+        )
+    if isinstance(fraction, bool) or not isinstance(fraction, int | float):
+        raise RopeInterpError(f"{fraction_name} must be a number in (0, 0.5]; got {fraction!r}.")
+    if not 0 < fraction <= 0.5:
+        raise RopeInterpError(f"{fraction_name} must lie in (0, 0.5]; got {fraction}.")
+    if (
+        not isinstance(n_random, int)
+        or isinstance(n_random, bool)
+        or not 0 <= n_random <= MAX_RANDOM_CONTROLS
+    ):
+        raise RopeInterpError(
+            f"{random_name} must be an integer in [0, {MAX_RANDOM_CONTROLS}] (random-pair "
+            f"controls); got {n_random!r}."
+        )
 
 
 def standard_conditions(
@@ -44,15 +76,7 @@ def standard_conditions(
       −π/2, −π/4, π/4, π/2, π; φ = 0 is the clean model and is skipped);
     - "sanity": shift every position by 16 on q and k (the scores, hence Δloss, must not move).
     """
-    unknown = sorted(set(groups) - set(ABLATION_GROUPS))
-    if unknown:
-        raise RopeInterpError(
-            f"Unknown ablation group(s) {unknown}; choose from {', '.join(ABLATION_GROUPS)}."
-        )
-    if not isinstance(n_random, int) or isinstance(n_random, bool) or n_random < 0:
-        raise RopeInterpError(f"n_random must be an integer ≥ 0, got {n_random!r}.")
-    if not 0 < fraction <= 0.5:
-        raise RopeInterpError(f"The band fraction must lie in (0, 0.5], got {fraction}.")
+    check_standard_options(groups, fraction, n_random)
     k = max(1, round(fraction * spec.n_pairs))
     conditions = []
     high = select_band(spec, "high", k=k)

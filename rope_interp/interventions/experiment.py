@@ -35,9 +35,11 @@ and their keys in `rope_interp.interventions.run_store`, the tables built from r
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -110,7 +112,8 @@ class Condition:
 
 @dataclass(frozen=True)
 class RunSettings:
-    """How `run_experiment` runs. Every field that can change a number is part of the resume
+    """How `run_experiment` runs, checked when made (a bad value raises `RopeInterpError`
+    here, before any model runs). Every field that can change a number is part of the resume
     key (`keyed()`); `pattern_device`, `progress` and `checkpoint_seconds` cannot.
 
     Fields:
@@ -124,6 +127,7 @@ class RunSettings:
         pattern_device: where those patterns wait for the conditions (default: the model's
             device; "cpu" keeps the GPU at one layer's pattern at a time).
         fast_unembed: unembed with a once-made contiguous copy of W_U.T (bit-identical logits).
+        progress: show a progress bar (tokens of condition passes).
         checkpoint_seconds: with an `out_dir`, save unfinished conditions at most this often
             (a resumed run continues from the last saved batch, bit-identically).
     """
@@ -139,6 +143,21 @@ class RunSettings:
     progress: bool = True
     checkpoint_seconds: float = 60.0
 
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "n_boot"):
+            value = getattr(self, name)
+            if not _is_integer(value) or value < 1:
+                raise RopeInterpError(f"{name} must be a positive integer, got {value!r}.")
+        if not _is_integer(self.seed):
+            raise RopeInterpError(f"seed must be an integer, got {self.seed!r}.")
+        if self.pattern_dtype not in (torch.float32, torch.float16, torch.bfloat16, torch.float64):
+            raise RopeInterpError(
+                f"pattern_dtype must be a floating dtype, got {self.pattern_dtype!r}."
+            )
+        seconds = self.checkpoint_seconds
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds < 0:
+            raise RopeInterpError(f"checkpoint_seconds must be a number ≥ 0, got {seconds!r}.")
+
     def keyed(self) -> dict[str, Any]:
         """The settings that determine the numbers (JSON-friendly)."""
         return {
@@ -151,17 +170,50 @@ class RunSettings:
             "fast_unembed": self.fast_unembed,
         }
 
-    def check(self) -> None:
-        for name in ("batch_size", "n_boot"):
-            value = getattr(self, name)
-            if not isinstance(value, int | np.integer) or isinstance(value, bool) or value < 1:
-                raise RopeInterpError(f"{name} must be a positive integer, got {value!r}.")
-        if not isinstance(self.seed, int | np.integer) or isinstance(self.seed, bool):
-            raise RopeInterpError(f"seed must be an integer, got {self.seed!r}.")
-        if self.pattern_dtype not in (torch.float32, torch.float16, torch.bfloat16, torch.float64):
-            raise RopeInterpError(
-                f"pattern_dtype must be a floating dtype, got {self.pattern_dtype!r}."
-            )
+
+def _is_integer(value: Any) -> bool:
+    return isinstance(value, int | np.integer) and not isinstance(value, bool)
+
+
+# Callers already told that their keyword arguments are deprecated (each is told once).
+_WARNED: set[str] = set()
+
+
+def settings_from_keywords(
+    settings: RunSettings | None,
+    keywords: dict[str, Any],
+    caller: str,
+    accepted: dict[str, str] | None = None,
+) -> RunSettings:
+    """The `RunSettings` of a call that may still pass its fields as keyword arguments (the
+    older form of `run_experiment` and `build_report`): `settings` alone, or one built from
+    `keywords` with a `DeprecationWarning` once per caller. `accepted` maps each keyword the
+    caller took to its field (default: every field, by its name). Both at once is an error,
+    never one silently winning over the other."""
+    if accepted is None:
+        accepted = {f.name: f.name for f in dataclasses.fields(RunSettings)}
+    unknown = sorted(set(keywords) - set(accepted))
+    if unknown:
+        raise TypeError(f"{caller}() got unexpected keyword argument(s) {unknown}")
+    if not keywords:
+        return settings if settings is not None else RunSettings()
+    if settings is not None:
+        raise RopeInterpError(
+            f"{caller}: pass either settings=RunSettings(...) or the keyword arguments "
+            f"{sorted(keywords)}, not both (they would disagree)."
+        )
+    if caller not in _WARNED:
+        _WARNED.add(caller)
+        warnings.warn(
+            f"{caller}({', '.join(f'{k}=...' for k in sorted(keywords))}) is deprecated; pass "
+            f"settings=RunSettings(...) instead.",
+            DeprecationWarning,
+            stacklevel=3,
+        )
+    values = {accepted[k]: v for k, v in keywords.items()}
+    if values.get("pattern_dtype", torch.float32) is None:  # the older default
+        values["pattern_dtype"] = torch.float32
+    return RunSettings(**values)
 
 
 class _Forward:
@@ -237,16 +289,9 @@ def run_experiment(
     conditions: Sequence[Condition],
     tokens: Corpus | Tensor,
     out_dir: str | Path | None = None,
-    batch_size: int = 8,
-    n_boot: int = 1000,
-    seed: int = 0,
-    attention: bool = True,
-    reuse_prefix: bool = True,
-    progress: bool = True,
-    pattern_dtype: torch.dtype | None = None,
-    fast_unembed: bool = True,
-    pattern_device: str | None = None,
+    *,
     settings: RunSettings | None = None,
+    **deprecated: Any,
 ) -> ExperimentResult:
     """Run every condition on `tokens` and measure it against the clean model.
 
@@ -260,22 +305,13 @@ def run_experiment(
             metric sums, the resume key). A finished condition whose key matches (weights,
             tokens, hook code, every setting, rope-interp's code) is reused; a mismatch is
             recomputed with a one-line note on stderr.
-        settings: a `RunSettings`; if given, the other keyword arguments are ignored (they
-            are the fields of `RunSettings`, documented there).
+        settings: a `RunSettings` (batch size, bootstrap, seed, attention, progress, ...;
+            default `RunSettings()`).
+        **deprecated: the fields of `RunSettings` as keyword arguments (`batch_size=8`,
+            `n_boot=...`, `progress=False`, ...), the older form: still accepted with a
+            `DeprecationWarning`; passing them with `settings` is an error.
     """
-    if settings is None:
-        settings = RunSettings(
-            batch_size=batch_size,
-            n_boot=n_boot,
-            seed=seed,
-            attention=attention,
-            reuse_prefix=reuse_prefix,
-            pattern_dtype=pattern_dtype or torch.float32,
-            pattern_device=pattern_device,
-            fast_unembed=fast_unembed,
-            progress=progress,
-        )
-    settings.check()
+    settings = settings_from_keywords(settings, deprecated, "run_experiment")
     token_tensor = tokens.tokens if isinstance(tokens, Corpus) else tokens
     if not isinstance(token_tensor, Tensor) or token_tensor.ndim != 2:
         raise RopeInterpError("tokens must be a Corpus or an integer tensor [batch, pos].")

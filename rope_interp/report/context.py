@@ -9,6 +9,7 @@ from typing import Any
 from rope_interp.core.backends.base import Backend
 from rope_interp.core.spec import RotarySpec
 from rope_interp.core.stats import collect_pair_stats
+from rope_interp.interventions.experiment import RunSettings
 
 
 @dataclass
@@ -23,6 +24,9 @@ class ReportContext:
             fewer windows for the analyses that decompose every attention score (positional
             heads, sinks, spectra, massive values); `ablation_corpus` the windows for the
             interventions (each condition costs a forward pass over them).
+        settings: batch size, seed, bootstrap resamples and progress, for every builder
+            (`batch_size`, `seed`, `n_bootstrap`, `progress` read from it) and whole for the
+            ablations' `run_experiment`.
         cache: results shared between builders (e.g. the pair statistics), by name.
     """
 
@@ -31,16 +35,29 @@ class ReportContext:
     corpus: Any
     ablation_corpus: Any
     analysis_corpus: Any = None
-    batch_size: int = 8
-    seed: int = 0
-    progress: bool = True
-    n_bootstrap: int = 1000
+    settings: RunSettings = field(default_factory=RunSettings)
     cache: dict[str, Any] = field(default_factory=dict)
 
     @property
     def backend(self) -> Backend:
         """The model's backend, the one the spec was read through."""
         return self.spec.backend
+
+    @property
+    def batch_size(self) -> int:
+        return self.settings.batch_size
+
+    @property
+    def seed(self) -> int:
+        return self.settings.seed
+
+    @property
+    def progress(self) -> bool:
+        return self.settings.progress
+
+    @property
+    def n_bootstrap(self) -> int:
+        return self.settings.n_boot
 
     @property
     def context(self) -> int:

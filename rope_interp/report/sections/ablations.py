@@ -58,10 +58,7 @@ def _ablations(ctx: ReportContext) -> ExperimentResult:
             ctx.model,
             standard_conditions(ctx.model, ctx.spec, ctx.seed),
             ctx.ablation_corpus,
-            batch_size=ctx.batch_size,
-            n_boot=ctx.n_bootstrap,
-            seed=ctx.seed,
-            progress=ctx.progress,
+            settings=ctx.settings,
         )
     return ctx.cache["ablations"]
 
