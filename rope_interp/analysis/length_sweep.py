@@ -80,7 +80,8 @@ def length_sweep(
     edges = distance_buckets(length - 1, per_octave)
     buckets = bucket_index(torch.arange(length), edges)  # [pos]
     n_buckets = len(edges) - 1
-    runs = [("clean", [])] + [(c.name, c.all_hooks()) for c in conditions]
+    runs: list[tuple[str, list]] = [("clean", [])]
+    runs += [(c.name, c.all_hooks()) for c in conditions]
     losses: dict[str, list[Tensor]] = {}
     attention: dict[str, np.ndarray] = {}
     for name, hooks in runs:

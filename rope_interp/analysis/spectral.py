@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import pandas as pd
 import torch
@@ -143,7 +144,7 @@ def mlp_spectra(
     spec = spec_for(model, spec)
     chosen = spec.resolve_layers(layers)
     acc: dict[int, Tensor] = {}
-    meta: dict[str, object] = {}
+    meta: dict[str, Any] = {}
 
     hooks = []
     for layer in chosen:
@@ -194,7 +195,7 @@ def phase_alignment(
     align: dict[int, list[Tensor]] = {layer: [] for layer in chosen}
     mag: dict[int, list[Tensor]] = {layer: [] for layer in chosen}
 
-    hooks = []
+    hooks: list[tuple[str, Any]] = []
     for layer in chosen:
         point = spec.backend.read_point("q", layer)  # after any QK-norm
 

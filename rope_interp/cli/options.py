@@ -35,7 +35,7 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
             return text
         if "default" in text:
             return text
-        return super()._get_help_string(action)
+        return super()._get_help_string(action) or text
 
 
 def add_model_options(parser: argparse.ArgumentParser, tokens: int = 4096) -> None:

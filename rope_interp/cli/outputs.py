@@ -60,7 +60,7 @@ def check_not_foreign(output: Output, overwrite: bool) -> None:
     always one that is not a regular file or folder (a FIFO, a device)."""
     from rope_interp.utils.files import KINDS, MARKER, check_regular_file, written_by_rope_interp
 
-    path = output.path
+    path = Path(output.path)
     if not path.exists():
         return
     if output.kind != "folder":

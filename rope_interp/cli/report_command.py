@@ -7,7 +7,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from rope_interp.cli import loading
 from rope_interp.cli.options import (
@@ -96,7 +96,7 @@ class ReportSettings:
     bootstrap: int
     save_tables: Path | None
     figures: Path | None
-    format: str
+    format: Literal["png", "svg", "pdf"]
     overwrite: bool
     argv: tuple[str, ...]  # the command line, stated in the report
 

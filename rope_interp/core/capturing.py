@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -110,7 +111,7 @@ class RotaryCapture:
         self.device = device
         self.captured = Captured()
         self._fired: set[tuple[str, int]] = set()
-        self._context = None
+        self._context: Any = None
 
     def hooks(self) -> list[Hook]:
         """`(name, fn)` pairs for `run_with_hooks(fwd_hooks=...)` or `model.hooks(...)`."""

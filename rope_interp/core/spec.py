@@ -26,6 +26,8 @@ from torch import Tensor
 from rope_interp.core.backends import Layout, backend_for, expected_thetas, pair_dims
 from rope_interp.core.backends._geometry import check_thetas, theta_rtol
 from rope_interp.core.backends.base import Backend
+from rope_interp.core.backends.bridge import BridgeBackend
+from rope_interp.core.backends.hooked import HookedBackend
 from rope_interp.errors import RopeInterpError
 
 __all__ = [
@@ -83,8 +85,10 @@ class RotarySpec:
         attention; a model that cannot be decomposed exactly raises `UnsupportedModel`."""
         backend = backend_for(model)
         backend.check_decomposable()
-        if backend.name == "bridge":
+        if isinstance(backend, BridgeBackend):
             return cls(**backend.geometry(check_config=check_config), bound=backend)
+        if not isinstance(backend, HookedBackend):  # backend_for knows no third kind
+            raise RopeInterpError(f"No rotary reader for a {type(model).__name__}.")
         key = _buffer_key(model, check_config)
         cached = _SPEC_CACHE.get(model)
         if cached is not None and cached[0] == key:
@@ -94,7 +98,7 @@ class RotarySpec:
         return spec
 
     @classmethod
-    def _read(cls, model, backend: Backend, check_config: bool) -> RotarySpec:
+    def _read(cls, model, backend: HookedBackend, check_config: bool) -> RotarySpec:
         cfg = model.cfg
         rotary_dim = int(cfg.rotary_dim)
         layout: Layout = "interleaved" if cfg.rotary_adjacent_pairs else "half"
@@ -285,7 +289,7 @@ def _buffer_key(model, check_config: bool) -> tuple:
     return (check_config, fields, tuple((b.data_ptr(), b._version, b.shape) for b in buffers))
 
 
-def _pair_tables(backend: Backend, layer: int, dims: Tensor, layout: str):
+def _pair_tables(backend: HookedBackend, layer: int, dims: Tensor, layout: str):
     """Pair-indexed `[n_ctx, n_pairs]` cos and sin of one layer, checked against the layout."""
     cos_buf, sin_buf = backend.rotary_tables(layer)
     cos_a, sin_a = cos_buf[:, dims[:, 0]], sin_buf[:, dims[:, 0]]

@@ -126,7 +126,7 @@ class Intervention:
                 f"layers {unhooked} no hook carries what RoPE rotates, so the intervention "
                 "cannot be applied before RoPE either. Use zero or mean."
             )
-        self.mode: Mode = mode  # type: ignore[assignment]  (checked against MODES above)
+        self.mode: Mode = mode  # type: ignore[assignment]  # checked against MODES above
         self.side: Side = side  # type: ignore[assignment]
         self.phi = float(phi)
         self.delta = int(delta)
@@ -196,6 +196,12 @@ class Intervention:
         out[:, dims[:, 1]] = mask
         return out.to(device)
 
+    def _mean_tables(self) -> dict[tuple[str, int], Tensor]:
+        """The corpus means of mode='mean' (built in the constructor)."""
+        if self._means is None:
+            raise RopeInterpError(f"mode={self.mode!r} has no corpus means.")
+        return self._means
+
     def _mean_table(self, stats) -> dict[tuple[str, int], Tensor]:
         if stats is None:
             raise RopeInterpError(
@@ -258,7 +264,8 @@ class Intervention:
             dims = dims_on(x.device)
             if self.mode == "zero":
                 return x.masked_fill(dims, 0.0)
-            return torch.where(dims, self._means[(kind, layer)].to(x.device, x.dtype), x)
+            means = self._mean_tables()
+            return torch.where(dims, means[(kind, layer)].to(x.device, x.dtype), x)
 
         return hook
 
@@ -304,7 +311,7 @@ class Intervention:
                 return x.masked_fill(dims, 0.0)
             if self.mode == "mean":
                 positions = torch.arange(x.shape[1], device=x.device)
-                mean = self._means[(kind, layer)].to(x.device)  # [head, d_head] float64
+                mean = self._mean_tables()[(kind, layer)].to(x.device)  # [head, d_head] float64
                 z, x_pass = to_pairs(mean, self.spec)
                 phasor = self.spec.phasors(layer, positions, torch.complex128).to(x.device)
                 x_pass = x_pass[None].expand(len(positions), *x_pass.shape)
@@ -362,7 +369,7 @@ def p_rope(
         raise RopeInterpError(f"p must lie in [0, 1], got {p}.")
     kept = band_size(spec.n_pairs, None, p)
     dropped = spec.n_pairs - kept
-    end = "high" if reverse else "low"
+    end: Literal["high", "low"] = "high" if reverse else "low"
     selection = select_band(spec, end, k=dropped, layers=layers, heads=heads)
     label = f"{'reversed ' if reverse else ''}p-RoPE p={p:g} ({kept} of {spec.n_pairs} rotate)"
     return Intervention(model, PairSelection(selection.mask, label), "nope", "both", spec=spec)

@@ -226,7 +226,12 @@ class _Forward:
         self.model = model
         unembed = getattr(model, "unembed", None)
         self.weight = None
-        if fast and type(unembed).__name__ == "Unembed" and hasattr(unembed, "W_U"):
+        if (
+            fast
+            and unembed is not None
+            and type(unembed).__name__ == "Unembed"
+            and hasattr(unembed, "W_U")
+        ):
             with torch.no_grad():
                 self.weight = unembed.W_U.detach().T.contiguous()
 

@@ -161,7 +161,7 @@ def select_frame(spec: RotarySpec, frame: pd.DataFrame, label: str = "frame") ->
                     f"KV head {head} is out of range: this model has KV heads "
                     f"0..{spec.n_kv_heads - 1}."
                 )
-            heads = range(head * spec.group_size, (head + 1) * spec.group_size)
+            heads = list(range(head * spec.group_size, (head + 1) * spec.group_size))
         else:
             heads = [spec.check_head(head)]
         for h in heads:

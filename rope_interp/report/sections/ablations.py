@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import pandas as pd
 
@@ -24,7 +25,7 @@ from rope_interp.plots.ablation import (
 )
 from rope_interp.plots.generic import plot_bars
 from rope_interp.report.context import ReportContext
-from rope_interp.report.document import Claim, Section
+from rope_interp.report.document import Claim, Section, Table
 from rope_interp.report.registry import section
 from rope_interp.report.verdicts import (
     contrast_and_controls_verdict,
@@ -135,7 +136,7 @@ def band_ablation_section(ctx: ReportContext) -> Section:
                 "Change of previous-token attention in the top 5 % previous-token heads",
             )
         )
-    tables = [("Paired contrasts", paired)] if len(paired) else []
+    tables: list[Table | tuple[str, Any]] = [("Paired contrasts", paired)] if len(paired) else []
     if len(places):
         tables.append(("Where the bands fall among the random controls", places))
     tables.append(("Conditions", table))

@@ -3,6 +3,8 @@ definition, harmonics against a jitter null, and phase alignment."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pandas as pd
 
 from rope_interp.analysis.spectral import (
@@ -37,7 +39,7 @@ PAPER_BANDS = ((0.60, 0.80), (0.15, 0.25), (0.05, 0.15))
 N_PERMUTATIONS = 2000
 N_NULL = 2000
 #: Near-identical spectral definitions, grouped into families (both Hann windows are "Hann").
-FAMILIES = {
+FAMILIES: dict[str, dict[object, str]] = {
     "window": {"hann_periodic": "Hann", "hann_symmetric": "Hann", "none": "none"},
     "remove_mean": {False: "raw row", True: "row mean removed"},
     "include_dc": {True: "DC kept", False: "DC excluded"},
@@ -47,7 +49,7 @@ FAMILIES = {
 @section("spectra")
 def spectra_section(ctx: ReportContext) -> Section:
     batches = ctx.analysis_batches()
-    run = dict(progress=ctx.progress, spec=ctx.spec)
+    run: dict[str, Any] = dict(progress=ctx.progress, spec=ctx.spec)
     attn = attention_spectra(ctx.model, batches, min_row=min(32, ctx.context), **run)
     mlp = mlp_spectra(ctx.model, batches, **run)
     align = phase_alignment(ctx.model, batches, **run)
