@@ -43,8 +43,9 @@ def add_model_options(parser: argparse.ArgumentParser, tokens: int = 4096) -> No
     parser.add_argument(
         "--model",
         default="smollm2-135m",
-        help="built-in 'smollm2-135m' (offline), a .gguf path, a local Hugging Face checkpoint "
-        "directory, or a TransformerLens model name",
+        help="built-in 'smollm2-135m' (offline), 'organism:NAME' (a shipped model organism: "
+        "positional, content, sink, content-rope or content-prope), a .gguf path, a local "
+        "Hugging Face checkpoint directory, or a TransformerLens model name",
     )
     parser.add_argument(
         "--corpus",
