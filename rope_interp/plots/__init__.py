@@ -17,25 +17,36 @@ self-contained HTML file.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from rope_interp.utils.lazy import lazy_exports
 
-_SUBMODULES = ("analysis", "ablation", "phase", "generic", "long_context")
+# public name -> module that defines it
+_EXPORTS = {
+    "plot_usage_map": "rope_interp.plots.analysis",
+    "plot_band_shares": "rope_interp.plots.analysis",
+    "plot_positional_heads": "rope_interp.plots.analysis",
+    "plot_pair_margins": "rope_interp.plots.analysis",
+    "plot_offset_features": "rope_interp.plots.analysis",
+    "plot_sinks": "rope_interp.plots.analysis",
+    "plot_band_energy": "rope_interp.plots.analysis",
+    "plot_spectrum": "rope_interp.plots.analysis",
+    "plot_massive": "rope_interp.plots.analysis",
+    "plot_wavelengths": "rope_interp.plots.analysis",
+    "plot_pair_maxima": "rope_interp.plots.analysis",
+    "delta_loss_bars": "rope_interp.plots.ablation",
+    "delta_loss_curves": "rope_interp.plots.ablation",
+    "head_metric_heatmap": "rope_interp.plots.ablation",
+    "phase_sweep_curves": "rope_interp.plots.ablation",
+    "random_control_strip": "rope_interp.plots.ablation",
+    "prope_sweep_curves": "rope_interp.plots.ablation",
+    "plot_phase_attention": "rope_interp.plots.phase",
+    "plot_heatmap": "rope_interp.plots.generic",
+    "plot_bars": "rope_interp.plots.generic",
+    "plot_scatter": "rope_interp.plots.generic",
+    "plot_distance_profile": "rope_interp.plots.long_context",
+    "plot_attention_contributions": "rope_interp.plots.long_context",
+    "plot_angle_coverage": "rope_interp.plots.long_context",
+    "plot_cycle_boundaries": "rope_interp.plots.long_context",
+}
+__all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    if name in _SUBMODULES:
-        return importlib.import_module(f"{__name__}.{name}")
-    for sub in _SUBMODULES:
-        module = importlib.import_module(f"{__name__}.{sub}")
-        if not name.startswith("_") and hasattr(module, name):
-            return getattr(module, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    names = set(globals()) | set(_SUBMODULES)
-    for sub in _SUBMODULES:
-        module = importlib.import_module(f"{__name__}.{sub}")
-        names |= {n for n in vars(module) if n.startswith(("plot_", "delta_", "head_"))}
-    return sorted(names)
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _EXPORTS)

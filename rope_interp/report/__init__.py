@@ -51,8 +51,15 @@ from rope_interp.report.registry import (
     section_names,
 )
 from rope_interp.report.render import library_versions, render_html
+from rope_interp.utils.lazy import lazy_exports
 
-_BUILD = ("build_report", "ReportContext", "SECTION_BUILDERS", "meta_json")
+# Loaded on first use; SECTION_BUILDERS through `build`, whose import fills it.
+_EXPORTS = {
+    "build_report": "rope_interp.report.build",
+    "meta_json": "rope_interp.report.build",
+    "SECTION_BUILDERS": "rope_interp.report.build",
+    "ReportContext": "rope_interp.report.context",
+}
 
 __all__ = [
     "MAX_TABLE_ROWS",
@@ -76,23 +83,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):
-    if name not in _BUILD:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    from rope_interp.report import build, context, registry
-
-    value = {
-        "build_report": build.build_report,
-        "meta_json": build.meta_json,
-        "ReportContext": context.ReportContext,
-        "SECTION_BUILDERS": registry.SECTION_BUILDERS,  # filled by importing `build`
-    }[name]
-    globals()[name] = value  # later lookups skip __getattr__
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _EXPORTS)
 
 
 if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly
