@@ -50,7 +50,7 @@ ALLOWED: list[tuple[str, str, str]] = [
     ("loading/data.py", "for i in picks.tolist()])", "a CPU randperm of window indices"),
     (
         "utils/fingerprint.py",
-        "return memoryview(flat.view(torch.uint8).numpy())",
+        "return memoryview(flat.view(torch.uint8).numpy().data)",
         "flat is .cpu()'d",
     ),
     (

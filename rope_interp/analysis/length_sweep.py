@@ -98,8 +98,8 @@ def length_sweep(
                 f"{type(model).__name__}, so their attention cannot be measured."
             )
         losses[name] = per_token
-        attention[name] = sums.numpy()
-    counts = torch.bincount(buckets, minlength=n_buckets).double().numpy()
+        attention[name] = sums.cpu().numpy()
+    counts = torch.bincount(buckets, minlength=n_buckets).double().cpu().numpy()
     return LengthSweep(
         _loss_table(losses, buckets[:-1], edges, n_buckets),
         _attention_table(attention, counts * len(tokens), edges, spec.n_heads),
