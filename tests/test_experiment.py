@@ -330,3 +330,27 @@ def test_keyword_arguments_warn_once_give_the_same_numbers_and_never_mix(monkeyp
         run_experiment(model, conditions, tokens, n_bootstrap=30)
     with pytest.raises(RopeInterpError, match="batch_size must be a positive integer"):
         run_experiment(model, conditions, tokens, batch_size=0)  # the old path is checked too
+
+
+def test_the_sanity_shift_fits_the_windows_in_the_rotary_tables(tiny_model):
+    """Windows that end within 16 positions of the model's tables get a smaller shift, and
+    windows that fill them get none; each shift that is run leaves the loss unchanged."""
+    from rope_interp.core.spec import RotarySpec
+    from rope_interp.interventions.conditions import standard_conditions
+    from rope_interp.interventions.experiment import RunSettings, run_experiment
+
+    spec = RotarySpec.from_model(tiny_model)
+    table = min(int(c.shape[0]) for c in spec.cos)
+
+    def shifts(seq_len):
+        conditions = standard_conditions(tiny_model, spec, groups=("sanity",), seq_len=seq_len)
+        return [c.params["delta"] for c in conditions]
+
+    assert shifts(None) == [16] and shifts(table - 40) == [16]
+    assert shifts(table - 5) == [5] and shifts(table) == []
+    tokens = random_tokens(tiny_model, batch=2, pos=table - 5)
+    (condition,) = standard_conditions(tiny_model, spec, groups=("sanity",), seq_len=table - 5)
+    result = run_experiment(
+        tiny_model, [condition], tokens, settings=RunSettings(n_boot=20, progress=False)
+    )
+    assert abs(float(result.summary.delta_loss.iloc[0])) < 1e-4

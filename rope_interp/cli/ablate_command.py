@@ -214,6 +214,7 @@ def cmd_ablate(settings: AblateSettings) -> None:
             p_values=settings.p_values,
             phases=settings.phases,
             n_random=settings.random_controls,
+            seq_len=options.seq_len,
         )
         mark_folder(runs)
         rank_dirs = [runs / f"rank-{r}-of-{world}" for r in range(world)] if world > 1 else [runs]

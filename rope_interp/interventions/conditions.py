@@ -64,6 +64,7 @@ def standard_conditions(
     p_values: Sequence[float] = P_VALUES,
     phases: Sequence[float] = PHASES,
     n_random: int = N_RANDOM_CONTROLS,
+    seq_len: int | None = None,
 ) -> list:
     """The standard ablations as experiment `Condition`s, by group:
 
@@ -74,7 +75,9 @@ def standard_conditions(
     - "p-rope": p-RoPE and reversed p-RoPE for each p in `p_values`;
     - "phase": rotate the high and the low band of q by each φ in `phases` (default
       −π/2, −π/4, π/4, π/2, π; φ = 0 is the clean model and is skipped);
-    - "sanity": shift every position by 16 on q and k (the scores, hence Δloss, must not move).
+    - "sanity": shift every position by 16 on q and k (the scores, hence Δloss, must not move);
+      with `seq_len`, by less where windows of that length shifted by 16 would pass the end of
+      the model's rotary tables, and not at all where the windows fill them.
     """
     check_standard_options(groups, fraction, n_random)
     k = max(1, round(fraction * spec.n_pairs))
@@ -123,8 +126,9 @@ def standard_conditions(
                         params={"group": "phase", "band": end, "phi": phi},
                     )
                 )
-    if "sanity" in groups:
-        delta = 16
+    room = None if seq_len is None else min(int(c.shape[0]) for c in spec.cos) - seq_len
+    delta = 16 if room is None else min(16, room)
+    if "sanity" in groups and delta > 0:
         conditions.append(
             Condition(
                 f"position shift +{delta}",

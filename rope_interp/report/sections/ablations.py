@@ -57,7 +57,12 @@ def _ablations(ctx: ReportContext) -> ExperimentResult:
     if "ablations" not in ctx.cache:
         ctx.cache["ablations"] = run_experiment(
             ctx.model,
-            standard_conditions(ctx.model, ctx.spec, ctx.seed),
+            standard_conditions(
+                ctx.model,
+                ctx.spec,
+                ctx.seed,
+                seq_len=int(ctx.ablation_corpus.tokens.shape[1]),
+            ),
             ctx.ablation_corpus,
             settings=ctx.settings,
         )
