@@ -13,10 +13,11 @@ from rope_interp.core.pairs import expand_kv_heads, to_pairs
 from rope_interp.core.runner import run_batches
 from rope_interp.core.spec import RotarySpec
 from rope_interp.errors import RopeInterpError
+from rope_interp.host import HostModel
 
 
 def rotated_pass(
-    model,
+    model: HostModel,
     spec: RotarySpec,
     batches: Iterable[Tensor],
     layers,

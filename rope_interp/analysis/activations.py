@@ -22,6 +22,7 @@ from torch import Tensor
 from rope_interp.core.runner import run_batches
 from rope_interp.core.spec import RotarySpec, spec_for
 from rope_interp.errors import RopeInterpError
+from rope_interp.host import HostModel
 
 
 @dataclass
@@ -87,7 +88,7 @@ class _LayerAccumulator:
 
 
 def massive_activations(
-    model,
+    model: HostModel,
     batches: Iterable[Tensor],
     layers: int | Iterable[int] | None = None,
     min_value: float = 100.0,
@@ -151,7 +152,7 @@ def _layer_row(layer: int, a: _LayerAccumulator) -> dict:
     }
 
 
-def _top_rows(model, acc: dict[int, _LayerAccumulator]) -> list[dict]:
+def _top_rows(model: HostModel, acc: dict[int, _LayerAccumulator]) -> list[dict]:
     tokenizer = getattr(model, "tokenizer", None)
     rows = []
     for layer, a in acc.items():

@@ -20,6 +20,7 @@ from rope_interp.analysis.statistics import correlation_test
 from rope_interp.core.runner import run_batches
 from rope_interp.core.spec import RotarySpec, spec_for
 from rope_interp.errors import RopeInterpError
+from rope_interp.host import HostModel
 
 WINDOWS = ("none", "hann_periodic", "hann_symmetric")
 AGGREGATIONS = ("mean_power", "row_entropy")
@@ -120,7 +121,7 @@ def _entropy_bits(power: Tensor) -> Tensor:
 
 
 def attention_spectra(
-    model,
+    model: HostModel,
     batches: Iterable[Tensor],
     layers: int | Iterable[int] | None = None,
     min_row: int = 32,
@@ -150,7 +151,7 @@ def attention_spectra(
 
 
 def spectral_entropy_definitions(
-    model,
+    model: HostModel,
     batches: Iterable[Tensor],
     definitions: Sequence[SpectralDefinition] | None = None,
     layers: int | Iterable[int] | None = None,
@@ -214,7 +215,7 @@ def robustness_verdict(correlations: pd.DataFrame, alpha: float = 0.05) -> str:
 
 
 def _entropy_pass(
-    model,
+    model: HostModel,
     spec: RotarySpec,
     batches,
     layers,

@@ -25,6 +25,7 @@ from rope_interp.analysis._common import rotated_pass
 from rope_interp.analysis.statistics import spearman
 from rope_interp.core.spec import RotarySpec, spec_for
 from rope_interp.errors import RopeInterpError
+from rope_interp.host import HostModel
 
 
 def reference_decay(
@@ -73,7 +74,7 @@ def reference_decay(
 
 
 def score_decay(
-    model,
+    model: HostModel,
     batches: Iterable[Tensor],
     layers: int | Iterable[int] | None = None,
     progress: bool = True,

@@ -30,6 +30,7 @@ from rope_interp.analysis.long_context import check_context_length
 from rope_interp.core.pairs import bucket_index, distance_buckets
 from rope_interp.core.spec import RotarySpec, spec_for
 from rope_interp.errors import HooksDidNotFire, RopeInterpError
+from rope_interp.host import HostModel
 from rope_interp.interventions.experiment import Condition
 
 
@@ -43,7 +44,7 @@ class LengthSweep:
 
 
 def length_sweep(
-    model,
+    model: HostModel,
     tokens: Tensor,
     conditions: Sequence[Condition] = (),
     per_octave: int = 1,
@@ -106,7 +107,7 @@ def length_sweep(
     )
 
 
-def _forward(model, batch: Tensor, hooks: list) -> Tensor:
+def _forward(model: HostModel, batch: Tensor, hooks: list) -> Tensor:
     device = next(model.parameters()).device
     with torch.no_grad():
         return model.run_with_hooks(batch.to(device), fwd_hooks=hooks, return_type="logits")

@@ -30,6 +30,7 @@ from rope_interp.core.runner import run_batches
 from rope_interp.core.spec import RotarySpec, spec_for
 from rope_interp.core.tiled import TileSums, check_tile_size, tiled_sums
 from rope_interp.errors import RopeInterpError, UnsupportedModel
+from rope_interp.host import HostModel
 
 __all__ = ["LongContextStats", "long_context_stats"]
 
@@ -49,7 +50,7 @@ class LongContextStats:
 
 
 def long_context_stats(
-    model,
+    model: HostModel,
     batches: Iterable[Tensor] | Tensor,
     layers: int | Iterable[int] | None = None,
     tile_size: int = 32,
@@ -143,7 +144,7 @@ def long_context_stats(
     return result
 
 
-def sliding_window(model, layer: int) -> int | None:
+def sliding_window(model: HostModel, layer: int) -> int | None:
     """The layer's sliding attention window in tokens, or None under full causal attention
     (TransformerLens's `use_local_attn`/`attn_types`, or a bridge's transformers config)."""
     cfg = model.cfg
@@ -165,7 +166,9 @@ def sliding_window(model, layer: int) -> int | None:
     return int(window) if getattr(config, "use_sliding_window", True) else None
 
 
-def check_context_length(model, spec: RotarySpec, layers, length: int, allow: bool) -> None:
+def check_context_length(
+    model: HostModel, spec: RotarySpec, layers, length: int, allow: bool
+) -> None:
     """Refuse `length` tokens beyond the model's context unless `allow`, and then wherever the
     host cannot rotate beyond it (its rotary tables stop at n_ctx)."""
     if length <= spec.n_ctx:
@@ -183,7 +186,7 @@ def check_context_length(model, spec: RotarySpec, layers, length: int, allow: bo
         )
 
 
-def _check_length(model, spec: RotarySpec, layers, tokens: Tensor, allow: bool) -> None:
+def _check_length(model: HostModel, spec: RotarySpec, layers, tokens: Tensor, allow: bool) -> None:
     if tokens.ndim != 2 or tokens.shape[1] < 1:
         raise RopeInterpError(
             "Each batch must be an Int tensor [batch, pos] with pos ≥ 1; got shape "

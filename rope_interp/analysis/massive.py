@@ -17,6 +17,7 @@ from torch import Tensor
 from rope_interp.core.runner import run_batches
 from rope_interp.core.spec import RotarySpec, spec_for
 from rope_interp.errors import RopeInterpError
+from rope_interp.host import HostModel
 
 
 def dim_to_pair(spec) -> tuple[Tensor, Tensor]:
@@ -32,7 +33,7 @@ def dim_to_pair(spec) -> tuple[Tensor, Tensor]:
 
 
 def massive_values(
-    model,
+    model: HostModel,
     batches: Iterable[Tensor],
     layers: int | Iterable[int] | None = None,
     top_k: int = 4,

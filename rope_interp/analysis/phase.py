@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from rope_interp.core.runner import run_batches
 from rope_interp.core.spec import RotarySpec, spec_for
 from rope_interp.errors import RopeInterpError
+from rope_interp.host import HostModel
 from rope_interp.interventions.ablation import Intervention
 from rope_interp.interventions.selection import PairSelection
 
@@ -34,7 +35,7 @@ def symmetric_phis(n: int = 9) -> list[float]:
 
 
 def phase_sweep_attention(
-    model,
+    model: HostModel,
     batches: Iterable[Tensor],
     selection: PairSelection,
     heads: Sequence[tuple[int, int]],

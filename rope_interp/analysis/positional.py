@@ -29,6 +29,7 @@ from rope_interp.analysis._common import (
     rotated_pass,
 )
 from rope_interp.core.spec import RotarySpec, spec_for
+from rope_interp.host import HostModel
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,7 @@ class PositionalHeads:
 
 
 def positional_heads(
-    model,
+    model: HostModel,
     batches: Iterable[Tensor],
     offsets: Sequence[int] = (0, 1, 2),
     layers: int | Iterable[int] | None = None,

@@ -23,6 +23,7 @@ from torch import Tensor
 from rope_interp.analysis._common import bands, pair_margin_rows, rotated_pass
 from rope_interp.core.spec import RotarySpec, spec_for
 from rope_interp.errors import RopeInterpError
+from rope_interp.host import HostModel
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,7 @@ class AttentionSinks:
 
 
 def attention_sinks(
-    model,
+    model: HostModel,
     batches: Iterable[Tensor],
     layers: int | Iterable[int] | None = None,
     threshold: float = 0.3,

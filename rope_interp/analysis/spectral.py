@@ -36,6 +36,7 @@ from rope_interp.core.pairs import to_pairs
 from rope_interp.core.runner import run_batches
 from rope_interp.core.spec import RotarySpec, spec_for
 from rope_interp.errors import RopeInterpError
+from rope_interp.host import HostModel
 
 __all__ = [
     "SpectralDefinition",
@@ -52,7 +53,7 @@ __all__ = [
 
 
 def pair_spectra(
-    model,
+    model: HostModel,
     batches: Iterable[Tensor],
     layers: int | Iterable[int] | None = None,
     kinds: Sequence[str] = ("q", "k"),
@@ -126,7 +127,7 @@ def pair_spectra(
 
 
 def mlp_spectra(
-    model,
+    model: HostModel,
     batches: Iterable[Tensor],
     layers: int | Iterable[int] | None = None,
     n_peaks: int = 5,
@@ -173,7 +174,7 @@ def mlp_spectra(
 
 
 def phase_alignment(
-    model,
+    model: HostModel,
     batches: Iterable[Tensor],
     layers: int | Iterable[int] | None = None,
     progress: bool = True,

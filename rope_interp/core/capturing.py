@@ -29,6 +29,7 @@ from rope_interp.core.backends import KINDS, backend_for, hook_name
 from rope_interp.core.runner import Hook, run_batches
 from rope_interp.core.spec import RotarySpec, spec_for
 from rope_interp.errors import HooksDidNotFire, RopeInterpError
+from rope_interp.host import HostModel
 
 __all__ = ["KINDS", "Captured", "RotaryCapture", "capture", "from_cache", "hook_name"]
 
@@ -82,7 +83,7 @@ class RotaryCapture:
 
     def __init__(
         self,
-        model,
+        model: HostModel,
         layers: int | Iterable[int] | None = None,
         kinds: Sequence[str] = KINDS,
         on_capture: Callable[[str, int, Tensor], None] | None = None,
@@ -184,7 +185,7 @@ class RotaryCapture:
 
 
 def capture(
-    model,
+    model: HostModel,
     tokens: Tensor,
     layers: int | Iterable[int] | None = None,
     kinds: Sequence[str] = KINDS,

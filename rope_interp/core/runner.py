@@ -18,12 +18,13 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from rope_interp.errors import RopeInterpError
+from rope_interp.host import HostModel
 
 __all__ = ["Hook", "run_batches"]
 Hook = tuple[str, Callable[..., Any]]
 
 
-def _forward_only(model) -> Callable[[Tensor], None]:
+def _forward_only(model: HostModel) -> Callable[[Tensor], None]:
     def forward(tokens: Tensor) -> None:
         return model(tokens, return_type=None)
 
@@ -31,7 +32,7 @@ def _forward_only(model) -> Callable[[Tensor], None]:
 
 
 def run_batches(
-    model,
+    model: HostModel,
     batches: Iterable[Tensor] | Tensor,
     hooks: Sequence[Hook] = (),
     desc: str = "forward passes",

@@ -29,6 +29,7 @@ from rope_interp.core.backends.base import Backend
 from rope_interp.core.backends.bridge import BridgeBackend
 from rope_interp.core.backends.hooked import HookedBackend
 from rope_interp.errors import RopeInterpError
+from rope_interp.host import HostModel
 
 __all__ = [
     "Layout",
@@ -80,7 +81,7 @@ class RotarySpec:
 
     # ---- construction -------------------------------------------------------------------
     @classmethod
-    def from_model(cls, model, check_config: bool = True) -> RotarySpec:
+    def from_model(cls, model: HostModel, check_config: bool = True) -> RotarySpec:
         """Read the spec from a `HookedTransformer` (or a `TransformerBridge`) with rotary
         attention; a model that cannot be decomposed exactly raises `UnsupportedModel`."""
         backend = backend_for(model)
@@ -98,7 +99,7 @@ class RotarySpec:
         return spec
 
     @classmethod
-    def _read(cls, model, backend: HookedBackend, check_config: bool) -> RotarySpec:
+    def _read(cls, model: HostModel, backend: HookedBackend, check_config: bool) -> RotarySpec:
         cfg = model.cfg
         rotary_dim = int(cfg.rotary_dim)
         layout: Layout = "interleaved" if cfg.rotary_adjacent_pairs else "half"
@@ -274,7 +275,7 @@ def spec_for(model: Any, spec: RotarySpec | None = None) -> RotarySpec:
 _SPEC_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def _buffer_key(model, check_config: bool) -> tuple:
+def _buffer_key(model: HostModel, check_config: bool) -> tuple:
     buffers = [
         buf
         for block in getattr(model, "blocks", [])

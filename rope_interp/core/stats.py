@@ -36,6 +36,7 @@ from rope_interp.core.pair_reduction import N_FIELDS, compiled_reduce_pairs, red
 from rope_interp.core.runner import run_batches
 from rope_interp.core.spec import RotarySpec, spec_for
 from rope_interp.errors import RopeInterpError
+from rope_interp.host import HostModel
 from rope_interp.utils.atomic import atomic_write
 from rope_interp.utils.files import check_regular_file, refuse_overlap, refuse_repeated
 
@@ -72,7 +73,7 @@ def spec_fingerprint(spec: RotarySpec) -> dict:
     }
 
 
-def model_identity(model) -> str:
+def model_identity(model: HostModel) -> str:
     """A cheap identity of a model: its name, shape and parameter count (no weight hashing)."""
     cfg = model.cfg
     n_params = sum(p.numel() for p in model.parameters())
@@ -265,7 +266,7 @@ class PairStats:
             save_file(tensors, str(tmp), metadata=self.metadata())
 
     @classmethod
-    def load(cls, path: str | Path, spec: RotarySpec, model=None) -> PairStats:
+    def load(cls, path: str | Path, spec: RotarySpec, model: HostModel | None = None) -> PairStats:
         """Read a file written by `save`. Refuses a file of another geometry (and, with
         `model`, of another model) naming what differs."""
         tensors, meta = read_stats_file(path)
@@ -416,7 +417,7 @@ def _stats_file_problem(tensors: dict[str, Tensor], meta: dict[str, str]) -> str
 
 
 def collect_pair_stats(
-    model,
+    model: HostModel,
     batches: Iterable[Tensor],
     layers: Iterable[int] | None = None,
     progress: bool = True,

@@ -50,6 +50,7 @@ from rope_interp.core.capturing import Hook, hook_name
 from rope_interp.core.pairs import from_pairs, to_pairs
 from rope_interp.core.spec import RotarySpec, spec_for
 from rope_interp.errors import RopeInterpError
+from rope_interp.host import HostModel
 from rope_interp.interventions.selection import PairSelection, band_size, select_band, select_pairs
 
 if TYPE_CHECKING:
@@ -79,7 +80,7 @@ class Intervention:
 
     def __init__(
         self,
-        model,
+        model: HostModel,
         selection: PairSelection,
         mode: str = "zero",  # a Mode; str so that a wrong value raises RopeInterpError
         side: str = "both",  # a Side
@@ -354,7 +355,7 @@ class Intervention:
 
 # ---- convenience constructors -----------------------------------------------------------
 def p_rope(
-    model,
+    model: HostModel,
     p: float,
     reverse: bool = False,
     layers: int | Iterable[int] | None = None,
@@ -376,7 +377,7 @@ def p_rope(
 
 
 def position_shift(
-    model,
+    model: HostModel,
     delta: int,
     layers: int | Iterable[int] | None = None,
     side: str = "both",
@@ -402,7 +403,7 @@ def hook_layers(hooks: Sequence[Hook], n_layers: int) -> int:
     return first
 
 
-def attached_hooks(model) -> list[str]:
+def attached_hooks(model: HostModel) -> list[str]:
     """Names of hook points that still carry forward or backward hooks (for leak checks)."""
     return [
         name

@@ -9,6 +9,7 @@ import math
 from collections.abc import Sequence
 
 from rope_interp.errors import RopeInterpError
+from rope_interp.host import HostModel
 from rope_interp.interventions.ablation import Intervention, p_rope, position_shift
 from rope_interp.interventions.experiment import Condition
 from rope_interp.interventions.selection import select_band, select_random
@@ -56,7 +57,7 @@ def check_standard_options(
 
 
 def standard_conditions(
-    model,
+    model: HostModel,
     spec,
     seed: int = 0,
     fraction: float = 0.25,

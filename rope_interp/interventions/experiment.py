@@ -58,6 +58,7 @@ import rope_interp.interventions.measures as measures_module
 from rope_interp.core.capturing import Hook
 from rope_interp.core.runner import run_batches
 from rope_interp.errors import RopeInterpError
+from rope_interp.host import HostModel
 from rope_interp.interventions.ablation import Intervention, hook_layers
 from rope_interp.interventions.measures import (
     METRICS,
@@ -222,7 +223,7 @@ class _Forward:
     CPU). Same op on the same values, so logits equal `model(...)` bit for bit; hooks on
     `ln_final` and `unembed.hook_in/hook_out` still fire."""
 
-    def __init__(self, model, fast: bool = True):
+    def __init__(self, model: HostModel, fast: bool = True):
         self.model = model
         unembed = getattr(model, "unembed", None)
         self.weight = None
@@ -290,7 +291,7 @@ class _Run:
 
 
 def run_experiment(
-    model,
+    model: HostModel,
     conditions: Sequence[Condition],
     tokens: Corpus | Tensor,
     out_dir: str | Path | None = None,

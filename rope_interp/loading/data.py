@@ -30,6 +30,7 @@ from jaxtyping import Int
 from torch import Tensor
 
 from rope_interp.errors import RopeInterpError
+from rope_interp.host import HostModel
 from rope_interp.loading.corpus_reader import EMBEDDED_CORPUS as EMBEDDED_CORPUS
 from rope_interp.loading.corpus_reader import CorpusReader, text_blocks
 from rope_interp.loading.corpus_reader import embedded_texts as embedded_texts
@@ -186,7 +187,7 @@ def token_windows(
 
 
 def load_corpus(
-    model,
+    model: HostModel,
     source: str = EMBEDDED_CORPUS,
     seq_len: int = 256,
     n_windows: int = 16,
@@ -340,7 +341,7 @@ class TokenStream:
 
 
 def stream_corpus(
-    model,
+    model: HostModel,
     source: str = EMBEDDED_CORPUS,
     seq_len: int = 256,
     max_tokens: int | None = None,

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from rope_interp.core.spec import RotarySpec
+from rope_interp.host import HostModel
 from rope_interp.interventions.experiment import RunSettings, settings_from_keywords
 from rope_interp.report import sections as _standard_sections  # noqa: F401  (registers them)
 from rope_interp.report.context import ReportContext
@@ -31,7 +32,7 @@ _OLD_KEYWORDS = {
 
 
 def build_report(
-    model,
+    model: HostModel,
     corpus,
     ablation_corpus=None,
     *,
@@ -113,7 +114,7 @@ def build_report(
     return report
 
 
-def model_line(model, name: str | None = None) -> str:
+def model_line(model: HostModel, name: str | None = None) -> str:
     """The report's "model" line: the name it was loaded by, its kind, size, device, dtype."""
     cfg = model.cfg
     name = name or getattr(cfg, "model_name", None) or "model"

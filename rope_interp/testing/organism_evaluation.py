@@ -14,12 +14,13 @@ import pandas as pd
 import torch
 
 from rope_interp.core.spec import RotarySpec
+from rope_interp.host import HostModel
 from rope_interp.interventions.conditions import standard_conditions
 from rope_interp.loading.organism_tasks import scored_prediction, task_batch
 from rope_interp.loading.organisms import organism
 
 
-def task_accuracy(model, task: str, tokens, scored, hooks=()) -> float:
+def task_accuracy(model: HostModel, task: str, tokens, scored, hooks=()) -> float:
     """Top-1 accuracy on the scored queries of `tokens` `[n, seq]`, with `hooks` attached."""
     with torch.no_grad():
         logits = model.run_with_hooks(tokens, fwd_hooks=list(hooks))
@@ -28,7 +29,7 @@ def task_accuracy(model, task: str, tokens, scored, hooks=()) -> float:
 
 
 def ablation_accuracy(
-    model, name: str, n_sequences: int = 256, seed: int = 20_000, n_random: int = 20
+    model: HostModel, name: str, n_sequences: int = 256, seed: int = 20_000, n_random: int = 20
 ) -> pd.DataFrame:
     """Task accuracy of organism `name` (loaded as `model`): clean, with the high quarter of
     the pairs zeroed, the low quarter, and `n_random` random controls of the same size. One

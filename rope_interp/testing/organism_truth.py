@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from rope_interp.host import HostModel
 from rope_interp.loading.organisms import organism, organism_corpus
 
 #: Short keys for the report's claims: key → a phrase of the claim's text.
@@ -47,7 +48,7 @@ class Truth:
     known_miss: str = ""
 
 
-def organism_claims(model, name: str, n_windows: int = 64, n_bootstrap: int = 500):
+def organism_claims(model: HostModel, name: str, n_windows: int = 64, n_bootstrap: int = 500):
     """The report's claims (a `Report.claims` frame) on `n_windows` task sequences (seed 0)."""
     from rope_interp.report import build_report
 

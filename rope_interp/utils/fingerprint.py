@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from rope_interp.host import HostModel
+
 
 def _digest() -> Any:
     return hashlib.blake2b(digest_size=16)
@@ -35,7 +37,7 @@ def _update_tensor(digest, tensor: Tensor) -> None:
     digest.update(tensor_bytes(tensor))
 
 
-def model_fingerprint(model) -> str:
+def model_fingerprint(model: HostModel) -> str:
     """blake2b over every parameter and buffer (name, dtype, shape, bytes) and the config.
 
     Cost: one pass over the weights (SmolLM2-135M, 683 MB with buffers: 0.8–2.7 s on a shared
