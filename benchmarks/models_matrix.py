@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 from rope_interp.core.spec import RotarySpec  # noqa: E402
 from rope_interp.errors import RopeInterpError  # noqa: E402
-from rope_interp.testing import HOST, make_model  # noqa: E402
+from rope_interp.testing import HOST, YARN_SCALING, make_model  # noqa: E402
 from rope_interp.testing.family_check import (  # noqa: E402
     LONGROPE_SCALING,
     build_checkpoint,
@@ -48,14 +48,7 @@ VARIANTS = [
     (
         "Qwen2.5 / Llama with YaRN scaling",
         "Qwen2 / Qwen2.5",
-        dict(
-            rope_parameters=dict(
-                rope_type="yarn",
-                factor=4.0,
-                rope_theta=10000.0,
-                original_max_position_embeddings=64,
-            )
-        ),
+        dict(rope_parameters=dict(YARN_SCALING)),
     ),
     (
         "Phi-3 with LongRoPE (128k)",

@@ -14,6 +14,7 @@ import torch
 from rope_interp.errors import RopeInterpError
 from rope_interp.loading.checkpoints import hooked_config
 from rope_interp.loading.models import load_model
+from rope_interp.testing import YARN_SCALING
 from rope_interp.testing.family_check import (
     LONGROPE_SCALING,
     build_checkpoint,
@@ -82,14 +83,7 @@ def test_n_ctx_overrides_the_context(checkpoints):
     [
         (
             "Qwen2 / Qwen2.5",
-            dict(
-                rope_parameters=dict(
-                    rope_type="yarn",
-                    factor=4.0,
-                    rope_theta=10000.0,
-                    original_max_position_embeddings=64,
-                )
-            ),
+            dict(rope_parameters=dict(YARN_SCALING)),
             "RoPE scaling 'yarn' is not reproduced",
         ),
         ("Llama", dict(architectures=["GPT2LMHeadModel"]), "architecture GPT2LMHeadModel is not"),

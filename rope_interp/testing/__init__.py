@@ -117,6 +117,19 @@ def random_tokens(model: Any, batch: int = 2, pos: int = 12, seed: int = 1):
 # The FIXTURES as transformers configs (class, fields) with the same heads, d_head, rotary
 # dims, layout and frequencies. GPT-J is the interleaved, partial-rotary family (its base is
 # transformers' fixed 10 000).
+# Llama 3.1's NTK-by-parts scaling, on a 64-token original context (the bridge twin of the
+# "ntk_by_parts" fixture, and the family check's Llama 3.1 row).
+LLAMA3_SCALING = dict(
+    rope_type="llama3",
+    factor=8.0,
+    low_freq_factor=1.0,
+    high_freq_factor=4.0,
+    original_max_position_embeddings=64,
+)
+# YaRN on the same 64-token original context (TransformerLens 3.x cannot convert it).
+YARN_SCALING = dict(
+    rope_type="yarn", factor=4.0, rope_theta=10000.0, original_max_position_embeddings=64
+)
 _BRIDGE_FIXTURES: dict[str, tuple[str, dict]] = {
     "half_full": ("Llama", dict(num_attention_heads=4, num_key_value_heads=4, rope_theta=100.0)),
     "interleaved_partial": ("GPTJ", dict(n_embd=32, n_head=2, rotary_dim=8)),
@@ -126,14 +139,7 @@ _BRIDGE_FIXTURES: dict[str, tuple[str, dict]] = {
         dict(
             num_attention_heads=2,
             num_key_value_heads=2,
-            rope_parameters=dict(
-                rope_type="llama3",
-                rope_theta=10000.0,
-                factor=8.0,
-                low_freq_factor=1.0,
-                high_freq_factor=4.0,
-                original_max_position_embeddings=64,
-            ),
+            rope_parameters=dict(LLAMA3_SCALING, rope_theta=10000.0),
         ),
     ),
 }

@@ -25,6 +25,8 @@ from typing import Any
 
 import torch
 
+from rope_interp.testing import LLAMA3_SCALING
+
 # The fields of every tiny transformers config here (and of tests/bridge's, with overrides).
 TINY_CONFIG = dict(
     hidden_size=64,
@@ -39,14 +41,6 @@ TINY_CONFIG = dict(
     pad_token_id=0,
 )
 _NOT_NEOX = ("num_key_value_heads", "pad_token_id")
-# Llama 3.1's NTK-by-parts scaling, on a 64-token original context.
-LLAMA3_SCALING = dict(
-    rope_type="llama3",
-    factor=8.0,
-    low_freq_factor=1.0,
-    high_freq_factor=4.0,
-    original_max_position_embeddings=64,
-)
 # Phi-3's LongRoPE on the same 64-token original context (short factors 1, long factors 2, for
 # the tiny models' 8 frequencies); Phi-3's config also wants the top-level
 # original_max_position_embeddings.

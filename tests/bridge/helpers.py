@@ -18,8 +18,8 @@ import torch
 
 from rope_interp.loading import hf_loading
 from rope_interp.loading.hf_loading import quiet
-from rope_interp.testing import word_tokenizer
-from rope_interp.testing.family_check import LLAMA3_SCALING, tiny_config
+from rope_interp.testing import LLAMA3_SCALING, word_tokenizer
+from rope_interp.testing.family_check import tiny_config
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
