@@ -103,8 +103,10 @@ def load_model(
     if not isinstance(n_devices, int) or n_devices < 1:
         raise RopeInterpError(f"n_devices must be a positive integer, got {n_devices!r}.")
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if name.startswith(organisms.PREFIX):  # a shipped model organism (a checkpoint folder)
-        return organisms.load_organism(name, device, dtype, n_ctx=n_ctx, n_devices=n_devices)
+    if name.startswith(organisms.PREFIX):  # a shipped model organism: a checkpoint folder
+        folder = str(organisms.check_shipped(name))
+        model = load_model(folder, device=device, dtype=dtype, n_ctx=n_ctx, n_devices=n_devices)
+        return organisms.as_organism(model, name)
     bridge = HookedTransformer is None  # TransformerLens 4: the same names, as bridges
     if is_checkpoint_dir(name):
         if bridge:

@@ -14,8 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from rope_interp.errors import RopeInterpError
 from rope_interp.loading.organism_tasks import SEQ_LEN, VOCAB_SIZE, task_batch
 
@@ -135,13 +133,9 @@ def check_shipped(name: str) -> Path:
     return path
 
 
-def load_organism(name: str, device=None, dtype=torch.float32, **kwargs: Any) -> Any:
-    """The organism as a model of the installed TransformerLens (a `HookedTransformer` or a
-    `TransformerBridge`, through `load_model`'s checkpoint loading), with no BOS prepended:
-    position 0 is the task's first word."""
-    from rope_interp.loading.models import load_model
-
-    model = load_model(str(check_shipped(name)), device=device, dtype=dtype, **kwargs)
+def as_organism(model: Any, name: str) -> Any:
+    """The loaded checkpoint of organism `name` marked as it: named, and with no BOS prepended
+    (position 0 is the task's first word). `load_model("organism:NAME")` loads it."""
     model.cfg.default_prepend_bos = False
     model.cfg.model_name = PREFIX + organism(name).name
     return model
@@ -161,8 +155,8 @@ __all__ = [
     "SEQ_LEN",
     "VOCAB_SIZE",
     "Organism",
+    "as_organism",
     "check_shipped",
-    "load_organism",
     "organism",
     "organism_corpus",
 ]
